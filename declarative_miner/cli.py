@@ -1,0 +1,77 @@
+"""The command line: the only place that reads argv and chooses exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from . import config
+from .config import ConfigError
+
+log = logging.getLogger("declarative_miner")
+
+EXIT_CONFIG = 2
+_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+_VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                 "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def fail(error: ConfigError) -> None:
+    """Print every config problem, one per line, and exit 2 (no traceback)."""
+    print("declarative_miner: the config has problems:", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+    sys.exit(EXIT_CONFIG)
+
+
+def _user_overrides(argv: list[str]) -> list[str]:
+    found, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _VALUED_FLAGS:
+            skip = True
+        elif not token.startswith("-") and not token.lstrip("+~").startswith(("hydra.", "hydra/")):
+            found.append(token)
+    return found
+
+
+def _prevalidate(argv: list[str]) -> None:
+    """Compose each job before Hydra runs, so a bad override reads `key: problem`, exit 2."""
+    if _INFO_FLAGS.intersection(argv):
+        return
+    overrides = _user_overrides(argv)
+    try:
+        jobs = config.split_sweep(overrides) if {"-m", "--multirun"} & set(argv) else [overrides]
+        for job in jobs:
+            config.compose(job)
+    except ConfigError as error:
+        fail(error)
+    except Exception as exc:  # a sweep syntax Hydra itself will report
+        log.debug("pre-validation skipped: %s", exc)
+
+
+@hydra.main(config_path=str(config.CONF_DIR), config_name=config.PRIMARY, version_base="1.3")
+def _job(cfg: DictConfig) -> None:
+    from .miner import Miner  # imported here so --help stays fast
+
+    try:
+        miner = Miner(cfg)
+        if miner.settings.mode.value == "validate":
+            print("declarative_miner: the config is valid; it would run:")
+            print(miner.summary())
+            miner.close()
+            return
+        miner.run()
+    except ConfigError as error:
+        fail(error)
+
+
+def main() -> None:
+    """Entry point of `python -m declarative_miner` and the `declarative-miner` script."""
+    config.register()
+    _prevalidate(sys.argv[1:])
+    _job()

@@ -1,0 +1,65 @@
+"""Why a request was not served: each error carries its HTTP status and a reason for the caller."""
+
+from __future__ import annotations
+
+
+class RequestError(Exception):
+    """A request the miner refuses or could not serve; `reason` is safe to send to the caller."""
+
+    status = 500
+    error = "internal error"
+
+    def __init__(self, reason: str, *, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.headers = headers or {}
+
+
+class BadRequest(RequestError):
+    status, error = 400, "bad request"
+
+
+class NotAuthenticated(RequestError):
+    status, error = 401, "authentication failed"
+
+
+class Blacklisted(RequestError):
+    status, error = 403, "blacklisted"
+
+
+class NotFound(RequestError):
+    status, error = 404, "not found"
+
+
+class DuplicatePrompt(RequestError, ValueError):
+    """A recent identical prompt; a ValueError as the seed's `_prompt` documents."""
+
+    status, error = 409, "duplicate prompt"
+
+
+class RequestTimeout(RequestError):
+    status, error = 408, "request timeout"
+
+
+class BodyTooLarge(RequestError):
+    status, error = 413, "body too large"
+
+
+class MalformedBody(RequestError):
+    status, error = 422, "malformed body"
+
+
+class RateLimited(RequestError):
+    status, error = 429, "rate limited"
+
+
+class PromptFailed(RequestError):
+    status, error = 500, "prompt failed"
+
+
+class OverCapacity(RequestError):
+    status, error = 503, "over capacity"
+
+
+class PromptTimeout(RequestError):
+    status, error = 504, "prompt timed out"

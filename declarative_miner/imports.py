@@ -1,0 +1,49 @@
+"""Turning `short name or import path` plus keyword arguments into an object, with clear errors."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any, Mapping
+
+from .config import ConfigError, ConfigProblem
+
+
+def locate(path: str) -> Any:
+    """Import `package.module:attr` or `package.module.attr`."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ImportError(f"'{path}' is not an import path like package.module.name")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[str, str] = {}) -> Any:
+    """Build the object a config names: a class is instantiated, a function gets its kwargs bound.
+
+    `target` is a short name from `aliases` or any import path. Raises `ConfigError` at `key`
+    when the target cannot be imported or does not accept these keyword arguments.
+    """
+    path = aliases.get(target, target)
+    try:
+        obj = locate(path)
+    except (ImportError, AttributeError, ValueError) as exc:
+        expected = "one of " + ", ".join(aliases) + " or an import path" if aliases else "an import path"
+        raise ConfigError([ConfigProblem(key, f"cannot import {target!r} ({exc}; expected {expected})")]) from None
+    try:
+        inspect.signature(obj).bind_partial(**kwargs)
+    except TypeError as exc:
+        raise ConfigError([ConfigProblem(key, f"{path} does not take these arguments (got {dict(kwargs)}; {exc})")]) from None
+    except ValueError:
+        pass  # builtins without a signature: let the call itself decide
+    if inspect.isclass(obj):
+        try:
+            return obj(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError([ConfigProblem(key, f"{exc} (got {dict(kwargs)})")]) from None
+    return functools.partial(obj, **kwargs) if kwargs else obj

@@ -1,0 +1,320 @@
+"""The generic Miner: the seed's API, every part built from the composed config tree."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import args as cli_args
+from .cache import PromptCache
+from .chain import dev
+from .chain.metagraph import Metagraph
+from .config import ConfigError, ConfigProblem, compose, to_settings
+from .errors import PromptFailed, RequestError
+from .imports import build
+from .policies.blacklist import RULES, Blacklist
+from .policies.priority import STRATEGIES
+from .protocol import Prompting
+from .schema import MinerConfig
+from .server.app import Limits, MinerApp
+from .server.auth import BtAuth
+from .server.scheduler import Scheduler
+from .server.serving import HttpServer
+from .wallet import open_wallet
+
+log = logging.getLogger(__name__)
+
+
+class _Problems:
+    """Collects ConfigErrors from independent build steps so all are reported together."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigProblem] = []
+
+    def attempt(self, step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except ConfigError as exc:
+            self.found.extend(exc.problems)
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise ConfigError(self.found)
+
+
+def check(settings: MinerConfig) -> list[ConfigProblem]:
+    """Cross-field rules the schema's types cannot express."""
+    axon, problems = settings.axon, []
+
+    def need(ok: bool, key: str, got: Any, expected: str) -> None:
+        if not ok:
+            problems.append(ConfigProblem(key, f"out of range (got {got}; expected {expected})"))
+
+    for key in ("port", "external_port"):
+        port = getattr(axon, key)
+        need(port is None or 0 <= port <= 65535, f"axon.{key}", port, "a port from 0 to 65535")
+    need(axon.max_concurrency >= 1, "axon.max_concurrency", axon.max_concurrency, "at least 1")
+    need(axon.max_queue >= 0, "axon.max_queue", axon.max_queue, "0 or more")
+    need(axon.request_timeout > 0, "axon.request_timeout", axon.request_timeout, "seconds > 0")
+    need(axon.max_body_bytes > 0, "axon.max_body_bytes", axon.max_body_bytes, "bytes > 0")
+    need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
+    need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")
+    need(settings.cache.ttl >= 0, "cache.ttl", settings.cache.ttl, "seconds >= 0 (0 disables)")
+    need(settings.network.sync_interval > 0, "network.sync_interval", settings.network.sync_interval, "seconds > 0")
+    need(settings.network.name == "dev", "network.name", settings.network.name,
+         "dev: this release mines on the embedded dev network only")
+    need("_target_" in settings.prompt, "prompt._target_", None, "an import path to the prompt callable")
+    return problems
+
+
+def _completion(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    if isinstance(result, Prompting):
+        return result.completion
+    raise PromptFailed(f"the prompt returned {type(result).__name__}; expected str or Prompting")
+
+
+class Miner:
+    """A Bittensor miner realised from a config tree (see conf/miner.yaml).
+
+    Args:
+        config: the composed tree (a DictConfig); None composes the defaults.
+        axon: keys overriding `config.axon`, e.g. `{"port": 0}` for any free port.
+        wallet: a `bittensor.Wallet` to use instead of `config.wallet`.
+        subtensor: reserved for live networks; the dev network needs none.
+
+    Raises:
+        ConfigError: every problem found in the config, together.
+    """
+
+    def __init__(self, config: Optional[DictConfig] = None, axon: Optional[Mapping[str, Any]] = None,
+                 wallet: Any = None, subtensor: Any = None):
+        cfg = compose() if config is None else config
+        if axon:
+            cfg = OmegaConf.merge(cfg, {"axon": dict(axon)})
+        self._config = cfg
+        self.settings = s = to_settings(cfg)
+        self.subtensor = subtensor
+        problems = _Problems()
+        problems.found.extend(check(s))
+        self.wallet = wallet or problems.attempt(self._open_wallet)
+        self.metagraph: Metagraph = problems.attempt(
+            lambda: dev.load_metagraph(s.network.metagraph_file, s.network.netuid))
+        self._blacklist = problems.attempt(lambda: self._build_blacklist(s.blacklist.rules))
+        self._priority = problems.attempt(lambda: build(
+            s.priority.strategy, s.priority.params, "priority.strategy", aliases=STRATEGIES))
+        target = s.prompt.get("_target_", "")
+        self._prompt_fn = problems.attempt(lambda: build(
+            target, {k: v for k, v in s.prompt.items() if k != "_target_"}, "prompt._target_"))
+        problems.raise_if_any()
+        log.info("Instantiating prompt <%s>", target)
+        self.cache = PromptCache(str(Path(s.cache.directory).expanduser()), s.cache.ttl,
+                                 s.cache.on_hit.value, s.cache.size_limit)
+        self._executor = concurrent.futures.ThreadPoolExecutor(s.axon.max_concurrency, "prompt")
+        self._server: Optional[HttpServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def _open_wallet(self):
+        s = self.settings
+        if s.network.name == "dev":
+            dev.prepare(s.home, s.wallet.name, s.wallet.hotkey, s.wallet.path,
+                        s.network.metagraph_file, s.network.netuid)
+        return open_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
+
+    @staticmethod
+    def _build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
+        built, problems = [], _Problems()
+        for name, options in rules.items():
+            options = dict(options or {})
+            target = options.pop("_target_", name)
+            rule = problems.attempt(lambda: build(target, options, f"blacklist.rules.{name}", aliases=RULES))
+            if rule is not None:
+                log.info("Instantiating blacklist rule %s <%s>", name, RULES.get(target, target))
+                built.append((name, rule))
+        problems.raise_if_any()
+        return Blacklist(built)
+
+    # -- the seed's API -------------------------------------------------------------------
+
+    def config(self) -> DictConfig:
+        """The composed config tree this miner was built from."""
+        return self._config
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """Add one typed `--group.key` option per leaf of the config tree to `parser`.
+
+        `Miner.config_from_args(parser.parse_args())` composes the tree those options describe.
+        """
+        cli_args.add_args(parser, compose())
+
+    @classmethod
+    def config_from_args(cls, namespace: argparse.Namespace) -> DictConfig:
+        """The tree composed from the options `add_args` defined (unset ones keep defaults)."""
+        return compose(cli_args.overrides(namespace))
+
+    async def _prompt(self, synapse: Prompting) -> Prompting:
+        """Consult the prompt cache, then call `prompt`; fills and returns `synapse`.
+
+        Raises:
+            DuplicatePrompt: (a ValueError) the prompt was seen within `cache.ttl` and
+                `cache.on_hit` is `reject`.
+            PromptFailed: the prompt raised or returned something that is not a completion.
+        """
+        key = self.cache.key(synapse.messages)
+        cached = self.cache.claim(key)
+        if cached is not None:
+            synapse.completion = cached
+            return synapse
+        try:
+            completion = _completion(await self._call(self.prompt, synapse))
+        except BaseException as exc:
+            self.cache.forget(key)
+            if isinstance(exc, Exception) and not isinstance(exc, RequestError):
+                log.exception("the prompt raised")
+                raise PromptFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise
+        synapse.completion = completion
+        self.cache.store(key, completion)
+        return synapse
+
+    async def prompt(self, synapse: Prompting) -> Prompting | str:
+        """Answer `synapse` with the configured callable (`prompt._target_`).
+
+        Subclasses may override this with a plain or an async method; a plain one runs in a
+        worker thread so it never blocks the server.
+        """
+        return await self._call(self._prompt_fn, synapse)
+
+    async def _call(self, fn: Callable, synapse: Prompting) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(synapse)
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, synapse)
+        return await result if inspect.isawaitable(result) else result
+
+    def blacklist(self, synapse: Prompting) -> tuple[bool, str]:
+        """(blacklisted, reason) for the caller in `synapse.dendrite`, by the configured rules.
+
+        Runs on the hotkey the request claims, before its body is read; only in-memory state.
+        """
+        return self._blacklist.check(synapse, self.metagraph)
+
+    def priority(self, synapse: Prompting) -> float:
+        """How urgently to serve this caller when requests wait; higher runs first."""
+        return float(self._priority(synapse, self.metagraph))
+
+    def run(self) -> None:
+        """Serve until stopped (SIGINT/SIGTERM drain in-flight requests, then return)."""
+        self._server = self._new_server()
+        self._server.bind()
+        self._serve()
+
+    def run_in_background_thread(self, timeout: float = 30.0) -> None:
+        """Start serving in a daemon thread; returns once the port accepts requests."""
+        if self._thread is not None:
+            return
+        self._server = self._new_server()
+        self._server.bind()
+        self._thread = threading.Thread(target=self._serve, name="miner", daemon=True)
+        self._thread.start()
+        self._server.wait_ready(self._thread, timeout)
+
+    def stop_run_thread(self) -> None:
+        """Stop the background server, wait for its thread, release the port."""
+        if self._thread is None:
+            return
+        self._server.stop()
+        self._thread.join()
+        self._thread, self._server = None, None
+
+    def __enter__(self) -> "Miner":
+        self.run_in_background_thread()
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        self.stop_run_thread()
+
+    # -- serving ------------------------------------------------------------------------
+
+    @property
+    def hotkey(self) -> str:
+        return self.wallet.hotkey.ss58_address
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (meaningful with `axon.port=0`) while serving."""
+        return self._server.port if self._server else self.settings.axon.port
+
+    def _new_server(self) -> HttpServer:
+        a = self.settings.axon
+        return HttpServer(self._make_app(), a.ip, a.port, drain_timeout=a.request_timeout)
+
+    def _serve(self) -> None:
+        try:
+            self._server.serve()
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.settings.axon.max_concurrency, "prompt")
+
+    def _make_app(self) -> MinerApp:
+        a = self.settings.axon
+        auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
+                      require_receiver=a.require_receiver)
+        return MinerApp(
+            auth=auth, blacklist=self.blacklist, priority=self.priority, prompt=self._prompt,
+            health=self.health, scheduler=Scheduler(a.max_concurrency, a.max_queue),
+            limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
+            on_startup=[self._announce],
+        )
+
+    async def _announce(self) -> None:
+        a = self.settings.axon
+        log.info("Serving %s as %s on http://%s:%d (POST /Prompting, GET /health)",
+                 self.settings.prompt.get("_target_"), self.hotkey, a.ip, self.port)
+        if self.settings.network.name == "dev":
+            log.info('Query it as the dev validator: python -m declarative_miner.client "What is 2+2?" '
+                     "--port %d", self.port)
+        if self._blacklist.admits_non_validators:
+            log.warning("The blacklist lets non-validators in (blacklist=%s): anyone who signs is served.",
+                        list(n for n, _ in self._blacklist.rules) or "open")
+
+    def health(self) -> dict:
+        """What `GET /health` answers: liveness, identity and the metagraph's age."""
+        neuron = self.metagraph.by_hotkey(self.hotkey)
+        return {
+            "status": "ok", "hotkey": self.hotkey, "network": self.settings.network.name,
+            "netuid": self.settings.network.netuid, "registered": neuron is not None,
+            "uid": neuron.uid if neuron else None, "metagraph_age": round(self.metagraph.age, 3),
+        }
+
+    def summary(self) -> str:
+        """What would run, one line per part (printed by `mode=validate`)."""
+        s = self.settings
+        rules = " -> ".join(name for name, _ in self._blacklist.rules) or "none (open)"
+        cache = f"ttl {s.cache.ttl:g} s, on_hit={s.cache.on_hit.value}, {s.cache.directory}" if s.cache.ttl else "off"
+        return "\n".join([
+            f"network    {s.network.name} (netuid {s.network.netuid}): {len(self.metagraph)} neurons",
+            f"wallet     {s.wallet.name}/{s.wallet.hotkey} -> {self.hotkey}",
+            f"axon       http://{s.axon.ip}:{s.axon.port} (btauth/1; {s.axon.max_concurrency} at once, "
+            f"timeout {s.axon.request_timeout:g} s)",
+            f"blacklist  {rules}",
+            f"priority   {s.priority.strategy} {s.priority.params or ''}".rstrip(),
+            f"cache      {cache}",
+            f"prompt     {s.prompt.get('_target_')}",
+        ])
+
+    def close(self) -> None:
+        """Release the cache and worker threads (serving stops first)."""
+        self.stop_run_thread()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.cache.close()

@@ -1,0 +1,1 @@
+"""Prompt backends: callables that take a `Prompting` and return its completion."""

@@ -1,0 +1,93 @@
+"""The config tree's schema: one dataclass per group, registered in Hydra's ConfigStore.
+
+The trailing comment of each field is its documentation: `Miner.add_args` turns it into the
+`--group.key` help text, so keep it to one line that says the unit and the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class Mode(Enum):
+    serve = "serve"
+    validate = "validate"
+
+
+class OnHit(Enum):
+    reject = "reject"
+    reuse = "reuse"
+
+
+@dataclass
+class NetworkConfig:
+    name: str = "dev"  # dev (embedded, no chain), finney, test, local, or a ws:// endpoint
+    netuid: int = 1  # the subnet this miner serves
+    sync_interval: float = 360.0  # seconds between metagraph refreshes (one tempo is ~360 s)
+    metagraph_file: str = "${home}/dev/metagraph.yaml"  # dev network only: neurons listed, uid = position
+
+
+@dataclass
+class WalletConfig:
+    name: str = "dev-miner"  # the coldkey directory under wallet.path
+    hotkey: str = "default"  # the hotkey file under <name>/hotkeys/
+    path: str = "${home}/dev/wallets"  # the wallets directory (bittensor's is ~/.bittensor/wallets)
+
+
+@dataclass
+class AxonConfig:
+    ip: str = "127.0.0.1"  # address the HTTP server binds
+    port: int = 8091  # port the HTTP server binds
+    external_ip: Optional[str] = None  # address validators reach (published on chain); defaults to ip
+    external_port: Optional[int] = None  # port validators reach; defaults to port
+    max_concurrency: int = 8  # prompts running at once; more wait in the priority queue
+    max_queue: int = 256  # requests waiting for a slot; beyond that new ones get 503
+    request_timeout: float = 12.0  # seconds a request may queue and run before it gets 504
+    max_body_bytes: int = 1048576  # larger bodies get 413 before they are read
+    max_age: float = 10.0  # btauth/1: seconds a signed nonce stays fresh
+    allowed_skew: float = 2.0  # btauth/1: seconds a caller's clock may run ahead of ours
+    require_receiver: bool = True  # btauth/1: reject requests not bound to this miner's hotkey
+
+
+@dataclass
+class BlacklistConfig:
+    # Ordered name -> options; the first rule that decides wins, and a request no rule denies
+    # is allowed. A name is a built-in rule or any key with a `_target_` import path inside.
+    rules: Dict[str, Any] = field(default_factory=dict)  # ordered rules, e.g. min_stake: {minimum: 1000}
+
+
+@dataclass
+class PriorityConfig:
+    strategy: str = "stake"  # stake, constant, or an import path to f(request, metagraph) -> float
+    params: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the strategy
+
+
+@dataclass
+class CacheConfig:
+    ttl: float = 7200.0  # seconds a prompt counts as recent; 0 disables the cache
+    directory: str = "${home}/cache"  # diskcache directory, shared by processes on this machine
+    on_hit: OnHit = OnHit.reject  # reject: a recent prompt gets 409; reuse: answer the cached completion
+    size_limit: int = 1073741824  # bytes on disk before the least recently used entries go
+
+
+@dataclass
+class MinerConfig:
+    home: str = "${oc.env:DECLARATIVE_MINER_HOME,'~/.declarative_miner'}"  # state: dev wallets, cache
+    mode: Mode = Mode.serve  # serve, or validate (check and build every part, print a summary, exit)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    wallet: WalletConfig = field(default_factory=WalletConfig)
+    axon: AxonConfig = field(default_factory=AxonConfig)
+    blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
+    priority: PriorityConfig = field(default_factory=PriorityConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    # The prompt callable: `_target_` import path plus its keyword arguments.
+    prompt: Dict[str, Any] = field(default_factory=dict)  # _target_ and keyword arguments of the prompt
+
+
+def register() -> None:
+    """Register the schema as `miner_schema`, the first entry of conf/miner.yaml's defaults."""
+    ConfigStore.instance().store(name="miner_schema", node=MinerConfig)

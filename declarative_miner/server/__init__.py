@@ -1,0 +1,1 @@
+"""The HTTP side: a plain ASGI app, request authentication, and the priority scheduler."""

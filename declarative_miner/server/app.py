@@ -1,0 +1,166 @@
+"""The miner's ASGI app: each request passes the cheapest checks first and is answered as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Sequence
+
+from ..errors import (BadRequest, BodyTooLarge, Blacklisted, NotAuthenticated, NotFound,
+                      OverCapacity, PromptTimeout, RequestError, RequestTimeout)
+from ..protocol import Prompting, TerminalInfo, parse_prompting
+from .auth import BtAuth
+from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+PROMPT_ROUTE = "/Prompting"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost before it is refused."""
+
+    max_body_bytes: int
+    request_timeout: float  # seconds to read the body, and separately to queue and run the prompt
+    max_inflight: int  # requests anywhere in the pipeline at once
+
+
+class MinerApp:
+    """Serves `POST /Prompting` (btauth/1) and `GET /health`.
+
+    Order, cheapest first: in-flight and body-size guards, blacklist on the *claimed* hotkey
+    (a rejection never reads the body), read the body, verify the signature (only a verified
+    caller is served), parse, priority, a scheduler slot, then `prompt` within the deadline.
+    """
+
+    def __init__(self, *, auth: BtAuth, blacklist: Callable[[Prompting], tuple[bool, str]],
+                 priority: Callable[[Prompting], float],
+                 prompt: Callable[[Prompting], Awaitable[Prompting]],
+                 health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
+                 on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+                 on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
+        self.auth, self.blacklist, self.priority, self.prompt = auth, blacklist, priority, prompt
+        self.health, self.scheduler, self.limits = health, scheduler, limits
+        self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
+        self.inflight = 0
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            try:
+                status, payload, headers = 200, await self._route(scope, receive), {}
+            except RequestError as exc:
+                status, headers = exc.status, exc.headers
+                payload = {"error": exc.error, "reason": exc.reason}
+            except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
+                log.exception("request failed")
+                status, headers = 500, {}
+                payload = {"error": "internal error", "reason": f"{type(exc).__name__}: {exc}"}
+            await send_json(send, status, payload, headers)
+
+    async def _route(self, scope: dict, receive: Callable) -> dict:
+        path, method = scope["path"], scope["method"]
+        if path == PROMPT_ROUTE and method == "POST":
+            return await self._serve(scope, receive)
+        if path == "/health" and method in ("GET", "HEAD"):
+            return {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting}
+        raise NotFound(f"no route {method} {path}; try POST {PROMPT_ROUTE} or GET /health")
+
+    async def _serve(self, scope: dict, receive: Callable) -> dict:
+        if self.inflight >= self.limits.max_inflight:
+            raise OverCapacity(f"{self.inflight} requests in flight; try again later",
+                               headers={"retry-after": "1"})
+        self.inflight += 1
+        try:
+            return await self._pipeline(scope, receive)
+        finally:
+            self.inflight -= 1
+
+    async def _pipeline(self, scope: dict, receive: Callable) -> dict:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self._check_length(headers.get("content-length"))
+        ip = (scope.get("client") or (None,))[0]
+        claimed = self.auth.claimed_hotkey(headers)
+        if not claimed:
+            raise NotAuthenticated("the request carries no hotkey header; sign it with btauth/1")
+        blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ip)))
+        if blacklisted:
+            raise Blacklisted(reason)
+        body = await self._read_body(receive)
+        caller = self.auth.verify(headers, body, method=scope["method"], path=_target(scope), ip=ip)
+        request = parse_prompting(body, caller)
+        return (await self._run(request, float(self.priority(request)))).to_json()
+
+    def _check_length(self, length: str | None) -> None:
+        if length is None:
+            return
+        if not length.isdigit():
+            raise BadRequest(f"Content-Length {length!r} is not a number")
+        if int(length) > self.limits.max_body_bytes:
+            raise BodyTooLarge(f"body of {length} bytes exceeds {self.limits.max_body_bytes}")
+
+    async def _read_body(self, receive: Callable) -> bytes:
+        try:
+            return await asyncio.wait_for(self._receive_body(receive), self.limits.request_timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"body not received within {self.limits.request_timeout:g} s") from None
+
+    async def _receive_body(self, receive: Callable) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
+                raise BodyTooLarge(f"body exceeds {self.limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _run(self, request: Prompting, priority: float) -> Prompting:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.request_timeout
+        await self.scheduler.acquire(priority, self.limits.request_timeout)
+        task = asyncio.ensure_future(self.prompt(request))
+        task.add_done_callback(lambda _: self.scheduler.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            task.cancel()
+            raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            hooks = self.on_startup if message["type"] == "lifespan.startup" else self.on_shutdown
+            try:
+                for hook in hooks:
+                    await hook()
+            except Exception as exc:
+                log.exception("%s failed", message["type"])
+                await send({"type": message["type"] + ".failed", "message": str(exc)})
+                return
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+
+def _target(scope: dict) -> str:
+    """The request target as the client sent it: what btauth/1 signs."""
+    path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    return (path + b"?" + query if query else path).decode("latin-1")
+
+
+async def send_json(send: Callable, status: int, payload: Any, headers: dict[str, str]) -> None:
+    body = json.dumps(payload).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

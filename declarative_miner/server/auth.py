@@ -1,0 +1,44 @@
+"""btauth/1 authentication (bittensor 11's `http_auth`), with the window the config declares."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+from bittensor import http_auth
+
+from ..errors import NotAuthenticated
+from ..protocol import TerminalInfo
+
+CLAIMED_HOTKEY = http_auth.HEADER_HOTKEY.lower()
+
+
+class BtAuth:
+    """Verifies btauth/1 requests addressed to `self_hotkey`.
+
+    Replays are caught by a nonce store that keeps every accepted nonce at least as long as
+    the freshness window (`max_age + allowed_skew`), as `http_auth.verify` requires.
+    """
+
+    def __init__(self, self_hotkey: str, *, max_age: float, allowed_skew: float,
+                 require_receiver: bool, nonce_store: Optional[http_auth.NonceStore] = None):
+        self.self_hotkey = self_hotkey
+        self.max_age, self.allowed_skew, self.require_receiver = max_age, allowed_skew, require_receiver
+        self.nonce_store = nonce_store or http_auth.InMemoryNonceStore(retention=max_age + allowed_skew + 1.0)
+
+    @staticmethod
+    def claimed_hotkey(headers: Mapping[str, str]) -> Optional[str]:
+        """The hotkey a request says it comes from, before anything is verified."""
+        return headers.get(CLAIMED_HOTKEY)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str,
+               ip: Optional[str]) -> TerminalInfo:
+        """The verified caller, or `NotAuthenticated` with the reason."""
+        try:
+            caller = http_auth.verify(
+                headers, body, method=method, path=path, self_hotkey_ss58=self.self_hotkey,
+                max_age=self.max_age, allowed_skew=self.allowed_skew,
+                require_receiver=self.require_receiver, nonce_store=self.nonce_store,
+            )
+        except http_auth.AuthError as exc:
+            raise NotAuthenticated(f"{type(exc).__name__}: {exc}") from None
+        return TerminalInfo(hotkey=caller.hotkey_ss58, ip=ip, nonce=caller.nonce_ns)

@@ -1,0 +1,61 @@
+"""Bounded concurrency where waiting work starts in priority order (FIFO among equals)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+from ..errors import OverCapacity, PromptTimeout
+
+
+class Scheduler:
+    """At most `slots` jobs run at once; at most `max_waiting` wait, highest priority first."""
+
+    def __init__(self, slots: int, max_waiting: int):
+        self._free = slots
+        self.max_waiting = max_waiting
+        self._heap: list[tuple[float, int, asyncio.Future]] = []
+        self._waiting = 0
+        self._order = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        """How many jobs wait for a slot now."""
+        return self._waiting
+
+    async def acquire(self, priority: float, timeout: float) -> None:
+        """Wait for a slot; `OverCapacity` if the queue is full, `PromptTimeout` after `timeout` s."""
+        if self._free > 0 and self._waiting == 0:
+            self._free -= 1
+            return
+        if self._waiting >= self.max_waiting:
+            raise OverCapacity(f"{self._waiting} requests are already waiting; try again later")
+        granted = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (-priority, next(self._order), granted))
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(granted), timeout)
+        except asyncio.TimeoutError:
+            self._abandon(granted)
+            raise PromptTimeout(f"no slot became free within {timeout:.3g} s") from None
+        except asyncio.CancelledError:
+            self._abandon(granted)
+            raise
+
+    def _abandon(self, granted: asyncio.Future) -> None:
+        if granted.done():
+            self.release()  # the slot arrived as we gave up: pass it on
+        else:
+            granted.cancel()
+            self._waiting -= 1
+
+    def release(self) -> None:
+        """Give a slot back: to the best waiting job, or to the pool."""
+        while self._heap:
+            _, _, granted = heapq.heappop(self._heap)
+            if not granted.done():
+                self._waiting -= 1
+                granted.set_result(None)
+                return
+        self._free += 1

@@ -1,0 +1,54 @@
+"""Loading the miner's hotkey from a bittensor wallet directory, with errors an operator can act on."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import bittensor as bt
+
+from .config import ConfigError, ConfigProblem
+
+
+def open_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:
+    """A `bt.Wallet` whose hotkey is loaded now, or a `ConfigError` naming the file and the fix.
+
+    An encrypted hotkey is unlocked only from its `BT_PW_*` environment variable, or by a
+    password prompt when stdin is a terminal; a service never hangs on a prompt.
+    """
+    wallet = bt.Wallet(name, hotkey, path=str(Path(path).expanduser()))
+    keyfile = wallet.hotkey_file
+    if not keyfile.exists_on_device():
+        raise ConfigError([ConfigProblem(
+            "wallet.hotkey",
+            f"no hotkey file at {keyfile.path} (got wallet.name={name}, wallet.hotkey={hotkey}, "
+            f"wallet.path={path}; expected an existing hotkey: create it with "
+            f"`btcli wallet new-hotkey --wallet.name {name} --wallet.hotkey {hotkey} "
+            f"--wallet.path {path}`)",
+        )])
+    if keyfile.is_encrypted() and keyfile.env_var_name() not in os.environ and not sys.stdin.isatty():
+        raise ConfigError([ConfigProblem(
+            "wallet.hotkey",
+            f"the hotkey at {keyfile.path} is encrypted and this run cannot prompt for its password "
+            f"(got no {keyfile.env_var_name()} in the environment; expected that variable set to the "
+            "password, or an unencrypted hotkey: miners sign every response, so hotkeys are "
+            "usually kept unencrypted and the coldkey encrypted)",
+        )])
+    try:
+        wallet.hotkey  # noqa: B018 - loads and caches the keypair
+    except Exception as exc:  # bittensor_core raises its own KeyfileError types
+        raise ConfigError([ConfigProblem(
+            "wallet.hotkey", f"cannot read {keyfile.path} (got {exc}; expected a bittensor keyfile)"
+        )]) from None
+    return wallet
+
+
+def create_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:
+    """Create a password-less wallet (coldkey and hotkey) unless its files already exist."""
+    wallet = bt.Wallet(name, hotkey, path=str(Path(path).expanduser()))
+    if not wallet.coldkeypub_file.exists_on_device():
+        wallet.create_new_coldkey(use_password=False, overwrite=False, suppress=True)
+    if not wallet.hotkey_file.exists_on_device():
+        wallet.create_new_hotkey(use_password=False, overwrite=False, suppress=True)
+    return wallet

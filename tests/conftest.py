@@ -1,0 +1,90 @@
+"""Shared fixtures: real wallets in a temporary home, real miners on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+# Every test gets its own miner home; nothing touches ~/.declarative_miner or ~/.bittensor.
+os.environ["DECLARATIVE_MINER_HOME"] = tempfile.mkdtemp(prefix="dm-tests-home-")
+
+from declarative_miner.chain import dev  # noqa: E402
+from declarative_miner.client import MinerClient  # noqa: E402
+from declarative_miner.config import compose  # noqa: E402
+from declarative_miner.miner import Miner  # noqa: E402
+from declarative_miner.wallet import create_wallet  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def wallets_dir(tmp_path_factory) -> Path:
+    """One dev wallet directory for the session: the miner, the dev validator, and a stranger."""
+    path = tmp_path_factory.mktemp("wallets")
+    for name in ("dev-miner", dev.DEV_VALIDATOR, "stranger", "small-validator"):
+        create_wallet(name, "default", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def hotkeys(wallets_dir) -> dict:
+    from declarative_miner.wallet import open_wallet
+
+    return {name: open_wallet(name, "default", str(wallets_dir)).hotkey
+            for name in ("dev-miner", dev.DEV_VALIDATOR, "stranger", "small-validator")}
+
+
+@pytest.fixture
+def home(tmp_path, wallets_dir, hotkeys) -> Path:
+    """A miner home whose dev network holds the session's wallets (the stranger is unregistered)."""
+    metagraph = tmp_path / "dev" / "metagraph.yaml"
+    metagraph.parent.mkdir(parents=True)
+    metagraph.write_text(json.dumps({"netuid": 1, "neurons": [
+        {"hotkey": hotkeys["dev-miner"].ss58_address, "stake": 0},
+        {"hotkey": hotkeys[dev.DEV_VALIDATOR].ss58_address, "stake": 10000, "validator_permit": True},
+        {"hotkey": hotkeys["small-validator"].ss58_address, "stake": 10, "validator_permit": True},
+    ]}))
+    (tmp_path / "dev" / "wallets").symlink_to(wallets_dir)
+    return tmp_path
+
+
+@pytest.fixture
+def make_miner(home) -> Iterator[Callable[..., Miner]]:
+    """Build a Miner from overrides on top of the test home, on a free port."""
+    built = []
+
+    def make(*overrides: str, cls=Miner) -> Miner:
+        miner = cls(compose([f"home={home}", "axon.port=0", *overrides]))
+        built.append(miner)
+        return miner
+
+    yield make
+    for miner in built:
+        miner.close()
+
+
+@pytest.fixture
+def client_for(hotkeys) -> Iterator[Callable[..., MinerClient]]:
+    """A client signing as one of the session's wallets, pointed at a running miner."""
+    clients = []
+
+    def make(miner: Miner, wallet: str = dev.DEV_VALIDATOR) -> MinerClient:
+        client = MinerClient(hotkeys[wallet], "127.0.0.1", miner.port, receiver=miner.hotkey)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60):
+    """Run `python -m declarative_miner ARGS` in a subprocess; returns the CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "declarative_miner", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,125 @@
+"""The config tree: composition, schema errors, cross-field checks, recipes, argparse parity."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from omegaconf import OmegaConf
+
+from declarative_miner.config import ConfigError, compose, recipes, split_sweep
+from declarative_miner.miner import Miner
+
+from .conftest import run_cli
+
+
+def problems(*overrides: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        compose(overrides)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_a_typo_in_a_key_names_the_full_key_and_the_keys_expected():
+    assert problems("cache.tll=30") == [
+        "cache.tll: unknown key (got cache.tll=30; expected a group of keys: ttl, directory, on_hit, size_limit)"]
+
+
+def test_a_wrong_type_names_the_key_the_value_and_the_type():
+    assert problems("axon.port=abc") == ["axon.port: invalid value (got abc; expected int)"]
+
+
+def test_every_bad_override_is_reported_together():
+    assert [p.split(":")[0] for p in problems("cache.tll=30", "axon.port=abc", "cache.on_hit=maybe")] == [
+        "cache.tll", "axon.port", "cache.on_hit"]
+
+
+def test_an_unknown_recipe_lists_the_recipes_there_are():
+    assert problems("+recipe=nope") == ["recipe: no such option (got nope; expected one of echo)"]
+
+
+def test_an_unknown_group_option_is_named():
+    [problem] = problems("blacklist=nobody")
+    assert problem.startswith("blacklist: no such option (got nobody; expected one of ")
+
+
+@pytest.mark.parametrize("recipe", recipes())
+def test_every_recipe_composes_and_validates(recipe, home):
+    miner = Miner(compose([f"home={home}", f"+recipe={recipe}"]))
+    try:
+        assert miner.summary().startswith("network")
+    finally:
+        miner.close()
+
+
+def test_cross_field_problems_are_collected_with_build_problems(home):
+    with pytest.raises(ConfigError) as caught:
+        Miner(compose([f"home={home}", "axon.port=70000", "axon.max_concurrency=0",
+                       "prompt._target_=nowhere.at_all", "+blacklist.rules.min_stake.bogus=1"]))
+    keys = [p.key for p in caught.value.problems]
+    assert keys == ["axon.port", "axon.max_concurrency", "blacklist.rules.min_stake", "prompt._target_"]
+
+
+def test_add_args_options_compose_the_same_tree_as_hydra_overrides():
+    parser = argparse.ArgumentParser()
+    Miner.add_args(parser)
+    namespace = parser.parse_args(["--cache.ttl", "30", "--network.netuid", "7",
+                                   "--axon.require_receiver", "false", "--cache.on_hit", "reuse"])
+    from_args = Miner.config_from_args(namespace)
+    from_hydra = compose(["cache.ttl=30", "network.netuid=7", "axon.require_receiver=false", "cache.on_hit=reuse"])
+    assert OmegaConf.to_container(from_args) == OmegaConf.to_container(from_hydra)
+    assert from_args.cache.ttl == 30 and from_args.network.netuid == 7
+
+
+def test_add_args_help_comes_from_the_schema_comments():
+    parser = argparse.ArgumentParser()
+    Miner.add_args(parser)
+    text = parser.format_help()
+    assert "--cache.ttl CACHE.TTL" in text
+    assert "seconds a prompt counts as recent; 0 disables the cache" in " ".join(text.split())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--axon.port", "abc"])
+
+
+def test_a_basic_sweep_splits_into_its_jobs():
+    assert split_sweep(["+recipe=echo", "cache.ttl=0,30"]) == [
+        ["+recipe=echo", "cache.ttl=0"], ["+recipe=echo", "cache.ttl=30"]]
+
+
+def test_cli_exits_2_naming_the_key_without_a_traceback(tmp_path):
+    result = run_cli("cache.tll=30", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cache.tll: unknown key (got cache.tll=30;" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_validate_mode_builds_every_part_and_exits_0(tmp_path, home):
+    result = run_cli(f"home={home}", "mode=validate", "+recipe=echo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "blacklist  deny_hotkeys -> allow_hotkeys -> registered -> validator_permit -> min_stake" in result.stdout
+    assert "prompt     declarative_miner.prompts.echo.echo" in result.stdout
+
+
+def test_cli_validate_mode_reports_build_problems_with_exit_2(tmp_path, home):
+    result = run_cli(f"home={home}", "mode=validate", "priority.strategy=no.such.strategy", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "priority.strategy: cannot import 'no.such.strategy'" in result.stderr
+
+
+def test_cli_help_lists_the_groups_and_the_recipes(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "recipe: echo" in result.stdout
+    assert "cache: disk" in result.stdout
+
+
+def test_cli_cfg_job_prints_the_composed_tree_with_overrides(tmp_path):
+    result = run_cli("--cfg", "job", "cache.ttl=30", "+recipe=echo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.create(result.stdout).cache.ttl == 30
+
+
+def test_cli_multirun_validates_every_job(tmp_path, home):
+    result = run_cli("-m", f"home={home}", "mode=validate", "cache.ttl=0,30", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("the config is valid") == 2
+    assert "cache      off" in result.stdout and "cache      ttl 30 s" in result.stdout

@@ -1,0 +1,100 @@
+"""The embedded dev miner as a new user meets it: `python -m declarative_miner`, then the client."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+
+class Running:
+    """A miner process whose log lines are read on a thread, so waits never block forever."""
+
+    def __init__(self, *args: str, env: dict, cwd):
+        self.proc = subprocess.Popen([sys.executable, "-m", "declarative_miner", *args], env=env, cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no line matching {pattern!r}; got:\n{''.join(self.seen)}")
+
+    def stop(self, sig=signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        self._pump_thread.join(timeout=10)
+        self.proc.stdout.close()
+        return code
+
+
+@pytest.fixture
+def fresh_home(tmp_path):
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
+    return env, tmp_path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_first_run_creates_the_dev_network_serves_and_the_client_gets_the_echo(fresh_home, sig):
+    env, cwd = fresh_home
+    miner = Running("axon.port=0", env=env, cwd=cwd)
+    try:
+        port = miner.wait_for(r"Serving .* on http://127\.0\.0\.1:(\d+)").group(1)
+        miner.wait_for(r'python -m declarative_miner.client "What is 2\+2\?" --port ' + port)
+        client = [sys.executable, "-m", "declarative_miner.client", "What is 2+2?", "--port", port]
+        first = subprocess.run(client, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+        again = subprocess.run(client, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    finally:
+        code = miner.stop(sig)
+    assert (first.returncode, first.stdout) == (0, "What is 2+2?\n"), first.stderr
+    assert again.returncode == 1 and again.stderr.startswith("409 duplicate prompt:")
+    assert code == 0
+    home = cwd / "home" / "dev"
+    neurons = yaml.safe_load((home / "metagraph.yaml").read_text())["neurons"]
+    assert [n["validator_permit"] for n in neurons] == [False, True]
+    assert sorted(p.name for p in (home / "wallets").iterdir()) == ["dev-miner", "dev-validator"]
+    assert oct((home / "wallets" / "dev-miner" / "hotkeys" / "default").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_second_run_reuses_the_dev_wallets_and_never_rewrites_them(fresh_home):
+    env, cwd = fresh_home
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-m", "declarative_miner", "mode=validate"], env=env, cwd=cwd,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        hotkey_line = next(line for line in result.stdout.splitlines() if line.startswith("wallet"))
+        if _ == 0:
+            first = hotkey_line
+    assert hotkey_line == first
+
+
+def test_the_client_explains_a_missing_wallet(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "declarative_miner.client", "hi", "--wallet.path", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "wallet.hotkey: no hotkey file at" in result.stderr and "btcli wallet new-hotkey" in result.stderr

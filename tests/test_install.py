@@ -1,0 +1,48 @@
+"""`pip install .` (not editable) ships conf/ and recipes/ and behaves like the checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The project installed from a wheel into a directory of its own (dependencies shared)."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(ROOT)],
+                   check=True, capture_output=True, timeout=600)
+    return target
+
+
+def _run(installed: Path, *command: str, cwd: Path):
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_wheel_carries_conf_and_recipes(installed):
+    package = installed / "declarative_miner"
+    assert (package / "conf" / "miner.yaml").is_file()
+    assert (package / "recipes" / "echo.yaml").is_file()
+
+
+def test_the_console_script_lists_the_recipe_group_from_another_directory(installed, tmp_path):
+    result = _run(installed, str(installed / "bin" / "declarative-miner"), "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "recipe: echo" in result.stdout
+
+
+def test_the_installed_package_validates_a_recipe_like_the_checkout(installed, tmp_path):
+    probe = _run(installed, sys.executable, "-c", "import declarative_miner; print(declarative_miner.__file__)",
+                 cwd=tmp_path)
+    assert probe.stdout.startswith(str(installed))
+    result = _run(installed, sys.executable, "-m", "declarative_miner", f"home={tmp_path}", "mode=validate",
+                  "+recipe=echo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "prompt     declarative_miner.prompts.echo.echo" in result.stdout
