@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import sqlite3
-from typing import Optional
+from typing import Awaitable, Callable
 
 import diskcache
 
-from .errors import DuplicatePrompt
+from .errors import DuplicatePrompt, PromptFailed
 
 log = logging.getLogger(__name__)
 
-_PENDING = None  # the value of a claimed prompt whose completion is not known yet
+# Marks a prompt being computed now; a completion replaces it. Not a string a prompt returns.
+_PENDING = ("declarative_miner", "pending")
+_POLL = 0.02  # seconds between looks at a prompt another process is computing
 
 
 class PromptCache:
     """Remembers prompts for `ttl` seconds. `on_hit="reject"` refuses a recent duplicate;
-    `on_hit="reuse"` answers it with the stored completion.
+    `on_hit="reuse"` answers it with the stored completion, and identical prompts that arrive
+    together are computed once (also across processes sharing the directory).
 
     A cache that cannot be read or written (full disk, lost permissions) degrades to a miss and
     logs why: requests are still served.
@@ -28,6 +32,8 @@ class PromptCache:
     def __init__(self, directory: str, ttl: float, on_hit: str, size_limit: int):
         self.ttl, self.on_hit = float(ttl), on_hit
         self._store = diskcache.Cache(directory, size_limit=size_limit) if self.ttl > 0 else None
+        self._computing: dict[str, asyncio.Future] = {}
+        self.hits = 0
 
     @property
     def enabled(self) -> bool:
@@ -38,44 +44,59 @@ class PromptCache:
         """sha256 of the messages, so any byte of difference is a different prompt."""
         return hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()
 
-    def _degraded(self, what: str, exc: Exception) -> None:
-        log.warning("prompt cache %s failed, serving without it: %s", what, exc)
+    async def run(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
+        """The completion for the prompt `key`: computed by `compute`, or as `on_hit` says.
 
-    def claim(self, key: str) -> Optional[str]:
-        """Before computing: the cached completion to reuse, or None to compute it now.
-
-        Under `reject` the prompt is claimed atomically across processes, so of two identical
-        prompts exactly one proceeds and the other gets `DuplicatePrompt`.
+        Raises:
+            DuplicatePrompt: under `reject`, the prompt was claimed within `ttl` (by this or
+                another process); exactly one of several identical prompts proceeds.
         """
         if self._store is None:
-            return None
-        try:
-            if self.on_hit == "reject":
-                if not self._store.add(key, _PENDING, expire=self.ttl):
-                    raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
-                return None
-            return self._store.get(key)
-        except (sqlite3.Error, OSError) as exc:
-            self._degraded("look-up", exc)
-            return None
+            return await compute()
+        if self.on_hit == "reject":
+            if self._safely("claim", self._store.add, key, _PENDING, expire=self.ttl) is False:
+                raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
+            return await self._compute(key, compute)
+        return await self._reuse(key, compute)
 
-    def store(self, key: str, completion: str) -> None:
-        """After computing: remember the completion for `ttl` seconds."""
-        if self._store is None:
-            return
-        try:
-            self._store.set(key, completion, expire=self.ttl)
-        except (sqlite3.Error, OSError) as exc:
-            self._degraded("write", exc)
+    async def _reuse(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
+        while True:
+            if key in self._computing:
+                self.hits += 1
+                return await asyncio.shield(self._computing[key])
+            cached = self._safely("look-up", self._store.get, key)
+            if isinstance(cached, str):
+                self.hits += 1
+                return cached
+            if cached is None and self._safely("claim", self._store.add, key, _PENDING, expire=self.ttl) is not False:
+                return await self._compute(key, compute)
+            await asyncio.sleep(_POLL)  # another process computes it: wait for its completion
 
-    def forget(self, key: str) -> None:
-        """A prompt that failed is no duplicate: the caller may send it again."""
-        if self._store is None:
-            return
+    async def _compute(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
+        future = asyncio.get_running_loop().create_future()
+        self._computing[key] = future
         try:
-            self._store.delete(key)
+            completion = await compute()
+        except BaseException as exc:
+            # A prompt that failed is no duplicate: the caller may send it again.
+            self._safely("delete", self._store.delete, key)
+            future.set_exception(exc if isinstance(exc, Exception) else PromptFailed(
+                "the identical prompt this request waited for was cancelled"))
+            future.exception()  # retrieved here: waiters re-raise it, nobody else must
+            raise
+        else:
+            self._safely("write", self._store.set, key, completion, expire=self.ttl)
+            future.set_result(completion)
+            return completion
+        finally:
+            del self._computing[key]
+
+    def _safely(self, what: str, operation: Callable, *args, **kwargs):
+        try:
+            return operation(*args, **kwargs)
         except (sqlite3.Error, OSError) as exc:
-            self._degraded("delete", exc)
+            log.warning("prompt cache %s failed, serving without it: %s", what, exc)
+            return None
 
     def close(self) -> None:
         if self._store is not None:

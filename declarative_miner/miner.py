@@ -17,6 +17,7 @@ from . import args as cli_args
 from .cache import PromptCache
 from .chain import dev
 from .chain.metagraph import Metagraph
+from .chain.sync import MetagraphSync
 from .config import ConfigError, ConfigProblem, compose, to_settings
 from .errors import PromptFailed, RequestError
 from .imports import build
@@ -108,8 +109,8 @@ class Miner:
         problems = _Problems()
         problems.found.extend(check(s))
         self.wallet = wallet or problems.attempt(self._open_wallet)
-        self.metagraph: Metagraph = problems.attempt(
-            lambda: dev.load_metagraph(s.network.metagraph_file, s.network.netuid))
+        self._sync: MetagraphSync = problems.attempt(lambda: MetagraphSync(
+            lambda: dev.load_metagraph(s.network.metagraph_file, s.network.netuid), s.network.sync_interval))
         self._blacklist = problems.attempt(lambda: self._build_blacklist(s.blacklist.rules))
         self._priority = problems.attempt(lambda: build(
             s.priority.strategy, s.priority.params, "priority.strategy", aliases=STRATEGIES))
@@ -171,22 +172,17 @@ class Miner:
                 `cache.on_hit` is `reject`.
             PromptFailed: the prompt raised or returned something that is not a completion.
         """
-        key = self.cache.key(synapse.messages)
-        cached = self.cache.claim(key)
-        if cached is not None:
-            synapse.completion = cached
-            return synapse
-        try:
-            completion = _completion(await self._call(self.prompt, synapse))
-        except BaseException as exc:
-            self.cache.forget(key)
-            if isinstance(exc, Exception) and not isinstance(exc, RequestError):
-                log.exception("the prompt raised")
-                raise PromptFailed(f"{type(exc).__name__}: {exc}") from exc
-            raise
-        synapse.completion = completion
-        self.cache.store(key, completion)
+        synapse.completion = await self.cache.run(self.cache.key(synapse.messages), lambda: self._answer(synapse))
         return synapse
+
+    async def _answer(self, synapse: Prompting) -> str:
+        try:
+            return _completion(await self._call(self.prompt, synapse))
+        except RequestError:
+            raise
+        except Exception as exc:
+            log.exception("the prompt raised")
+            raise PromptFailed(f"{type(exc).__name__}: {exc}") from exc
 
     async def prompt(self, synapse: Prompting) -> Prompting | str:
         """Answer `synapse` with the configured callable (`prompt._target_`).
@@ -247,6 +243,11 @@ class Miner:
     # -- serving ------------------------------------------------------------------------
 
     @property
+    def metagraph(self) -> Metagraph:
+        """The newest snapshot of the subnet (refreshed every `network.sync_interval` s)."""
+        return self._sync.current
+
+    @property
     def hotkey(self) -> str:
         return self.wallet.hotkey.ss58_address
 
@@ -272,9 +273,9 @@ class Miner:
                       require_receiver=a.require_receiver)
         return MinerApp(
             auth=auth, blacklist=self.blacklist, priority=self.priority, prompt=self._prompt,
-            health=self.health, scheduler=Scheduler(a.max_concurrency, a.max_queue),
+            health=self.health, on_verified=self._blacklist.count, scheduler=Scheduler(a.max_concurrency, a.max_queue),
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
-            on_startup=[self._announce],
+            on_startup=[self._announce, self._sync.start], on_shutdown=[self._sync.stop],
         )
 
     async def _announce(self) -> None:

@@ -248,3 +248,19 @@ def test_a_taken_port_is_a_config_error_naming_axon_port(make_miner):
     with make_miner() as first:
         with pytest.raises(ConfigError, match="axon.port: cannot listen on 127.0.0.1"):
             make_miner(f"axon.port={first.port}").run_in_background_thread()
+
+
+def test_an_edit_to_the_dev_metagraph_applies_while_serving(make_miner, client_for, home, hotkeys):
+    import yaml
+
+    with make_miner("network.sync_interval=0.1") as miner:
+        client = client_for(miner, "stranger")
+        assert client.prompt(["let me in"]).status == 403
+        path = home / "dev" / "metagraph.yaml"
+        graph = yaml.safe_load(path.read_text())
+        graph["neurons"].append({"hotkey": hotkeys["stranger"].ss58_address, "stake": 5000, "validator_permit": True})
+        path.write_text(yaml.safe_dump(graph))
+        deadline = time.monotonic() + 10
+        while miner.metagraph.by_hotkey(hotkeys["stranger"].ss58_address) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.prompt(["let me in"]).status == 200

@@ -18,7 +18,7 @@ DEV_VALIDATOR_STAKE = 10_000.0
 
 _HEADER = """\
 # The dev network's metagraph: one neuron per entry, uid = position in the list.
-# Add hotkeys to try the blacklist and priority policies; the miner rereads this file on change.
+# Add hotkeys to try the blacklist and priority policies; the miner rereads this file every network.sync_interval seconds.
 # Keys: hotkey (ss58), stake (total; alpha_stake/tao_stake default to it), validator_permit.
 """
 

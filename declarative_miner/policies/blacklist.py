@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Callable, Optional, Sequence
 
 from ..chain.metagraph import Metagraph
 from ..protocol import Prompting
+from .lists import HotkeyList
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +19,10 @@ STAKE_UNITS = {"alpha": "alpha_stake", "tao": "tao_stake", "total": "total_stake
 
 
 class DenyHotkeys:
-    """Deny the listed hotkeys."""
+    """Deny the listed hotkeys (inline, and/or one per line in `file`, re-read on change)."""
 
-    def __init__(self, hotkeys: Sequence[str] = ()):
-        self.hotkeys = frozenset(hotkeys)
+    def __init__(self, hotkeys: Sequence[str] = (), file: Optional[str] = None):
+        self.hotkeys = HotkeyList(hotkeys, file)
 
     def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
         if request.dendrite.hotkey in self.hotkeys:
@@ -29,10 +31,10 @@ class DenyHotkeys:
 
 
 class AllowHotkeys:
-    """Allow the listed hotkeys whatever the later rules say."""
+    """Allow the listed hotkeys whatever the later rules say (inline and/or from `file`)."""
 
-    def __init__(self, hotkeys: Sequence[str] = ()):
-        self.hotkeys = frozenset(hotkeys)
+    def __init__(self, hotkeys: Sequence[str] = (), file: Optional[str] = None):
+        self.hotkeys = HotkeyList(hotkeys, file)
 
     def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
         if request.dendrite.hotkey in self.hotkeys:
@@ -79,20 +81,66 @@ class MinStake:
         return None
 
 
+class AllowIps:
+    """Deny any TCP peer outside these networks (CIDR); peers inside go on to the next rules."""
+
+    peer_only = True
+
+    def __init__(self, networks: Sequence[str]):
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
+        if not _peer_in(request.dendrite.ip, self.networks):
+            return False, f"address {request.dendrite.ip} is not on the allow list"
+        return None
+
+
+class DenyIps:
+    """Deny TCP peers inside these networks (CIDR)."""
+
+    peer_only = True
+
+    def __init__(self, networks: Sequence[str]):
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
+        if _peer_in(request.dendrite.ip, self.networks):
+            return False, f"address {request.dendrite.ip} is on the deny list"
+        return None
+
+
+def _peer_in(ip: Optional[str], networks: list) -> bool:
+    try:
+        address = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 RULES = {
     "deny_hotkeys": "declarative_miner.policies.blacklist:DenyHotkeys",
     "allow_hotkeys": "declarative_miner.policies.blacklist:AllowHotkeys",
     "registered": "declarative_miner.policies.blacklist:Registered",
     "validator_permit": "declarative_miner.policies.blacklist:ValidatorPermit",
     "min_stake": "declarative_miner.policies.blacklist:MinStake",
+    "allow_ips": "declarative_miner.policies.blacklist:AllowIps",
+    "deny_ips": "declarative_miner.policies.blacklist:DenyIps",
+    "rate_limit": "declarative_miner.policies.rate_limit:RateLimit",
 }
 
 
 class Blacklist:
-    """Ordered rules; the first that decides wins, and a caller no rule decides on is allowed."""
+    """Ordered rules; the first that decides wins, and a caller no rule decides on is allowed.
+
+    Rules on the TCP peer (`allow_ips`, `deny_ips`) run before all others, wherever they are
+    listed: they are the cheapest and a flood should cost nothing more.
+    """
 
     def __init__(self, rules: Sequence[tuple[str, Rule]]):
-        self.rules = list(rules)
+        rules = list(rules)
+        self.rules = [r for r in rules if getattr(r[1], "peer_only", False)] + \
+                     [r for r in rules if not getattr(r[1], "peer_only", False)]
+        self._counted = [rule for _, rule in self.rules if hasattr(rule, "count")]
 
     def check(self, request: Prompting, metagraph: Metagraph) -> tuple[bool, str]:
         """(blacklisted, reason), as the seed's `blacklist` returns."""
@@ -102,6 +150,15 @@ class Blacklist:
                 allowed, reason = decision
                 return not allowed, f"{name}: {reason}"
         return False, "no rule denied this hotkey"
+
+    def count(self, request: Prompting) -> None:
+        """Record a verified request with the rules that keep budgets (rate limits).
+
+        Counting only verified requests means nobody can spend a validator's budget by
+        claiming its hotkey in an unsigned header.
+        """
+        for rule in self._counted:
+            rule.count(request)
 
     @property
     def admits_non_validators(self) -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
+
 from ..chain.metagraph import Metagraph
 from ..protocol import Prompting
 
@@ -22,7 +26,32 @@ class Constant:
         return self.value
 
 
+class TimeStake:
+    """The seed's formula: stake plus `time_stake_multiplicate` x the seconds since the caller's
+    oldest request among its last `history` (capped at `max_idle`; a new caller counts as idle
+    that long). A caller that has just sent a burst waits behind one of equal stake that has not.
+    """
+
+    def __init__(self, time_stake_multiplicate: float = 1.0, history: int = 10, max_idle: float = 60.0,
+                 max_callers: int = 100_000):
+        self.multiplicate, self.history, self.max_idle = float(time_stake_multiplicate), int(history), float(max_idle)
+        self.max_callers = max_callers
+        self._seen: dict[str, collections.deque] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Prompting, metagraph: Metagraph) -> float:
+        now, hotkey = time.monotonic(), request.dendrite.hotkey
+        with self._lock:
+            if hotkey not in self._seen and len(self._seen) >= self.max_callers:
+                self._seen = {k: v for k, v in self._seen.items() if now - v[-1] < self.max_idle}
+            times = self._seen.setdefault(hotkey, collections.deque(maxlen=self.history))
+            idle = min(self.max_idle, now - times[0]) if len(times) == self.history else self.max_idle
+            times.append(now)
+        return by_stake(request, metagraph) + self.multiplicate * idle
+
+
 STRATEGIES = {
     "stake": "declarative_miner.policies.priority:by_stake",
+    "time_stake": "declarative_miner.policies.priority:TimeStake",
     "constant": "declarative_miner.policies.priority:Constant",
 }

@@ -40,10 +40,12 @@ class MinerApp:
                  priority: Callable[[Prompting], float],
                  prompt: Callable[[Prompting], Awaitable[Prompting]],
                  health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
+                 on_verified: Callable[[Prompting], None] = lambda request: None,
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
         self.auth, self.blacklist, self.priority, self.prompt = auth, blacklist, priority, prompt
         self.health, self.scheduler, self.limits = health, scheduler, limits
+        self.on_verified = on_verified
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
         self.inflight = 0
 
@@ -92,6 +94,7 @@ class MinerApp:
             raise Blacklisted(reason)
         body = await self._read_body(receive)
         caller = self.auth.verify(headers, body, method=scope["method"], path=_target(scope), ip=ip)
+        self.on_verified(Prompting(dendrite=caller))
         request = parse_prompting(body, caller)
         return (await self._run(request, float(self.priority(request)))).to_json()
 

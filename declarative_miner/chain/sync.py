@@ -1,0 +1,42 @@
+"""Keeping the miner's metagraph fresh in the background, never on the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Optional
+
+from .metagraph import Metagraph
+
+log = logging.getLogger(__name__)
+
+
+class MetagraphSync:
+    """Holds the newest snapshot in `current` (replaced whole, so readers never see a mix) and
+    re-reads it with `load` every `interval` seconds; a failed read keeps the last snapshot."""
+
+    def __init__(self, load: Callable[[], Metagraph], interval: float):
+        self._load, self.interval = load, interval
+        self.current: Metagraph = load()
+        self._task: Optional[asyncio.Task] = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def refresh(self) -> None:
+        """Read a new snapshot now (in a thread: loaders may block)."""
+        try:
+            self.current = await asyncio.to_thread(self._load)
+        except Exception as exc:
+            log.warning("metagraph refresh failed, serving on the snapshot from %.0f s ago: %s",
+                        self.current.age, exc)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.refresh()
