@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -35,6 +35,7 @@ class Reply:
     completion: Optional[str] = None
     error: Optional[str] = None
     reason: Optional[str] = None
+    headers: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -74,7 +75,8 @@ class MinerClient:
             data = response.json()
         except ValueError:
             data = {"error": "not JSON", "reason": response.text[:200]}
-        return Reply(response.status_code, data.get("completion"), data.get("error"), data.get("reason"))
+        return Reply(response.status_code, data.get("completion"), data.get("error"), data.get("reason"),
+                     dict(response.headers))
 
     def prompt(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None) -> Reply:
         """Sign and send one chat; `roles` default to "user" for every message."""

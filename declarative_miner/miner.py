@@ -195,7 +195,14 @@ class Miner:
     async def _call(self, fn: Callable, synapse: Prompting) -> Any:
         if inspect.iscoroutinefunction(fn):
             return await fn(synapse)
-        result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, synapse)
+        running = asyncio.get_running_loop().run_in_executor(self._executor, fn, synapse)
+        try:
+            result = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: keep this task (and so its scheduler slot) until the
+            # thread ends, so `axon.max_concurrency` bounds the work really running.
+            await asyncio.wait([running])
+            raise
         return await result if inspect.isawaitable(result) else result
 
     def blacklist(self, synapse: Prompting) -> tuple[bool, str]:

@@ -37,3 +37,15 @@ def hotkey_of_caller(request: Prompting) -> str:
 def counting(request: Prompting, calls: list = []) -> str:  # noqa: B006 - the shared call log
     calls.append(time.monotonic())
     return f"call {len(calls)}"
+
+
+served: list[str] = []
+gate = threading.Event()
+
+
+def gated(request: Prompting) -> str:
+    """Records the order prompts run in; the one saying "gate" holds its slot until `gate` is set."""
+    served.append(request.messages[-1])
+    if request.messages[-1] == "gate":
+        gate.wait(30)
+    return f"{request.messages[-1]} after {len(served)} calls"
