@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import sqlite3
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import diskcache
 
@@ -58,6 +58,31 @@ class PromptCache:
                 raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
             return await self._compute(key, compute)
         return await self._reuse(key, compute)
+
+    async def stream(self, key: str, produce: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
+        """`run` for a streamed answer: chunks pass through as produced, the whole is cached.
+
+        A duplicate is refused (or a cached completion sent as one chunk) before any chunk.
+        """
+        if self._store is not None:
+            if self.on_hit == "reject":
+                if self._safely("claim", self._store.add, key, _PENDING, expire=self.ttl) is False:
+                    raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
+            elif isinstance(cached := self._safely("look-up", self._store.get, key), str):
+                self.hits += 1
+                yield cached
+                return
+        chunks = []
+        try:
+            async for chunk in produce():
+                chunks.append(chunk)
+                yield chunk
+        except BaseException:
+            if self._store is not None:
+                self._safely("delete", self._store.delete, key)
+            raise
+        if self._store is not None:
+            self._safely("write", self._store.set, key, "".join(chunks), expire=self.ttl)
 
     async def _reuse(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
         while True:

@@ -2,6 +2,7 @@
 
     python -m declarative_miner.client "What is 2+2?"           # the dev validator -> the dev miner
     python -m declarative_miner.client "Hi" --host 1.2.3.4 --port 8091 --wallet.name v --wallet.hotkey h
+    python -m declarative_miner.client "Hi" --protocol v10                  # as a bittensor 10 Dendrite
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ import argparse
 import json
 import os
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import httpx
 from bittensor import http_auth
 
 from .chain.dev import DEV_VALIDATOR
+from .server import v10
 
 PROMPT_PATH = "/Prompting"
+STREAM_PATH = "/StreamPrompting"
 
 
 def default_home() -> str:
@@ -36,6 +40,7 @@ class Reply:
     error: Optional[str] = None
     reason: Optional[str] = None
     headers: dict = field(default_factory=dict)
+    chunks: list = field(default_factory=list)  # streamed replies: the chunks as they arrived
 
     @property
     def ok(self) -> bool:
@@ -55,6 +60,7 @@ class MinerClient:
     def __init__(self, signer: Any, host: str = "127.0.0.1", port: int = 8091,
                  receiver: Optional[str] = None, timeout: float = 30.0):
         self.signer, self.receiver = signer, receiver
+        self.uuid = str(uuid.uuid1())  # one per client, as a v10 Dendrite has
         self.http = httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout)
 
     def miner_hotkey(self) -> str:
@@ -75,17 +81,68 @@ class MinerClient:
             data = response.json()
         except ValueError:
             data = {"error": "not JSON", "reason": response.text[:200]}
-        return Reply(response.status_code, data.get("completion"), data.get("error"), data.get("reason"),
-                     dict(response.headers))
+        # btauth/1 errors say {"error", "reason"}; v10 ones say {"message"}.
+        return Reply(response.status_code, data.get("completion"), data.get("error"),
+                     data.get("reason", data.get("message")), dict(response.headers))
 
-    def prompt(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None) -> Reply:
-        """Sign and send one chat; `roles` default to "user" for every message."""
+    def prompt(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None,
+               protocol: str = "btauth") -> Reply:
+        """Sign and send one chat; `roles` default to "user" for every message.
+
+        `protocol="v10"` sends it as a bittensor 10 Dendrite would (same port, same route).
+        """
         roles = list(roles) if roles is not None else ["user"] * len(messages)
+        if protocol == "v10":
+            headers, body = v10.sign(self.signer, receiver=self.miner_hotkey(), roles=roles,
+                                     messages=list(messages), uuid=self.uuid)
+            return self.send(body, headers)
         body = json.dumps({"roles": roles, "messages": list(messages)}).encode()
         return self.send(body, self.signed_headers(body))
 
+    def stream(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None, protocol: str = "btauth",
+               on_chunk: Callable[[str], None] = lambda chunk: None) -> Reply:
+        """Like `prompt`, from `/StreamPrompting`: `on_chunk` sees each chunk as it arrives."""
+        roles = list(roles) if roles is not None else ["user"] * len(messages)
+        if protocol == "v10":
+            headers, body = v10.sign(self.signer, receiver=self.miner_hotkey(), roles=roles,
+                                     messages=list(messages), uuid=self.uuid)
+        else:
+            body = json.dumps({"roles": roles, "messages": list(messages)}).encode()
+            headers = self.signed_headers(body, STREAM_PATH)
+        with self.http.stream("POST", STREAM_PATH, content=body, headers=headers) as response:
+            if response.status_code != 200:
+                response.read()
+                data = response.json()
+                return Reply(response.status_code, None, data.get("error"), data.get("reason", data.get("message")),
+                             dict(response.headers))
+            reply = Reply(200, headers=dict(response.headers))
+            pieces = response.iter_text() if protocol == "v10" else _events(response.iter_lines(), reply)
+            for chunk in pieces:
+                reply.chunks.append(chunk)
+                on_chunk(chunk)
+        if protocol == "v10":
+            reply.completion = "".join(reply.chunks)
+        return reply
+
     def close(self) -> None:
         self.http.close()
+
+
+def _events(lines: Iterator[str], reply: Reply) -> Iterator[str]:
+    """Chunks of a btauth/1 server-sent event stream; the closing event fills `reply`."""
+    event = "message"
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[len("event: "):]
+        elif line.startswith("data: "):
+            data = json.loads(line[len("data: "):])
+            if event == "done":
+                reply.completion = data["completion"]
+            elif event == "error":
+                reply.status, reply.error, reply.reason = data["status"], data["error"], data["reason"]
+            else:
+                yield data["chunk"]
+            event = "message"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8091)
     parser.add_argument("--receiver", help="the miner's hotkey (default: ask its /health)")
+    parser.add_argument("--protocol", choices=["btauth", "v10"], default="btauth",
+                        help="btauth/1 (bittensor 11) or a bittensor 10 Dendrite's wire format")
+    parser.add_argument("--stream", action="store_true", help="print the answer as it streams")
     parser.add_argument("--wallet.name", dest="wallet_name", default=DEV_VALIDATOR)
     parser.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
     parser.add_argument("--wallet.path", dest="wallet_path", default=f"{home}/dev/wallets")
@@ -115,7 +175,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     client = MinerClient(wallet.hotkey, args.host, args.port, args.receiver)
     try:
-        reply = client.prompt(args.message, [args.role] * len(args.message))
+        roles = [args.role] * len(args.message)
+        if args.stream:
+            reply = client.stream(args.message, roles, args.protocol, lambda c: print(c, end="", flush=True))
+            if reply.ok:
+                print()
+                return 0
+        else:
+            reply = client.prompt(args.message, roles, protocol=args.protocol)
     except httpx.HTTPError as exc:
         print(f"error: cannot reach the miner at {args.host}:{args.port} ({exc})", file=sys.stderr)
         return 1

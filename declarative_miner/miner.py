@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
+from .answers import chunks_of, completion_of, in_thread
 from .cache import PromptCache
 from .chain import dev
 from .chain.metagraph import Metagraph
@@ -27,6 +28,7 @@ from .protocol import Prompting
 from .schema import MinerConfig
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
+from .server.v10 import V10Auth
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .wallet import open_wallet
@@ -77,12 +79,16 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     return problems
 
 
-def _completion(result: Any) -> str:
-    if isinstance(result, str):
-        return result
-    if isinstance(result, Prompting):
-        return result.completion
-    raise PromptFailed(f"the prompt returned {type(result).__name__}; expected str or Prompting")
+@contextlib.contextmanager
+def _as_prompt_failure() -> Iterator[None]:
+    """Anything a prompt raises, except our own request errors, is a 500 with its reason."""
+    try:
+        yield
+    except RequestError:
+        raise
+    except Exception as exc:
+        log.exception("the prompt raised")
+        raise PromptFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Miner:
@@ -172,21 +178,27 @@ class Miner:
                 `cache.on_hit` is `reject`.
             PromptFailed: the prompt raised or returned something that is not a completion.
         """
-        synapse.completion = await self.cache.run(self.cache.key(synapse.messages), lambda: self._answer(synapse))
+        async def answer() -> str:
+            with _as_prompt_failure():
+                return await completion_of(await self._call(self.prompt, synapse), self._executor)
+
+        synapse.completion = await self.cache.run(self.cache.key(synapse.messages), answer)
         return synapse
 
-    async def _answer(self, synapse: Prompting) -> str:
-        try:
-            return _completion(await self._call(self.prompt, synapse))
-        except RequestError:
-            raise
-        except Exception as exc:
-            log.exception("the prompt raised")
-            raise PromptFailed(f"{type(exc).__name__}: {exc}") from exc
+    async def _stream(self, synapse: Prompting) -> AsyncIterator[str]:
+        """`_prompt`, chunk by chunk as the prompt yields them; the cache sees the whole text."""
+        async def chunks() -> AsyncIterator[str]:
+            with _as_prompt_failure():
+                async for chunk in chunks_of(await self._call(self.prompt, synapse), self._executor):
+                    yield chunk
 
-    async def prompt(self, synapse: Prompting) -> Prompting | str:
+        async for chunk in self.cache.stream(self.cache.key(synapse.messages), chunks):
+            yield chunk
+
+    async def prompt(self, synapse: Prompting) -> Any:
         """Answer `synapse` with the configured callable (`prompt._target_`).
 
+        Returns a completion (`str`), the filled `synapse`, or a generator of text chunks.
         Subclasses may override this with a plain or an async method; a plain one runs in a
         worker thread so it never blocks the server.
         """
@@ -195,14 +207,7 @@ class Miner:
     async def _call(self, fn: Callable, synapse: Prompting) -> Any:
         if inspect.iscoroutinefunction(fn):
             return await fn(synapse)
-        running = asyncio.get_running_loop().run_in_executor(self._executor, fn, synapse)
-        try:
-            result = await asyncio.shield(running)
-        except asyncio.CancelledError:
-            # A thread cannot be stopped: keep this task (and so its scheduler slot) until the
-            # thread ends, so `axon.max_concurrency` bounds the work really running.
-            await asyncio.wait([running])
-            raise
+        result = await in_thread(self._executor, fn, synapse)
         return await result if inspect.isawaitable(result) else result
 
     def blacklist(self, synapse: Prompting) -> tuple[bool, str]:
@@ -279,7 +284,8 @@ class Miner:
         auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
                       require_receiver=a.require_receiver)
         return MinerApp(
-            auth=auth, blacklist=self.blacklist, priority=self.priority, prompt=self._prompt,
+            auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew), blacklist=self.blacklist,
+            priority=self.priority, prompt=self._prompt, stream=self._stream,
             health=self.health, on_verified=self._blacklist.count, scheduler=Scheduler(a.max_concurrency, a.max_queue),
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
             on_startup=[self._announce, self._sync.start], on_shutdown=[self._sync.stop],

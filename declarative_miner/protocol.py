@@ -42,8 +42,8 @@ def _string_list(body: dict, key: str) -> list[str]:
     return value
 
 
-def parse_prompting(raw: bytes, caller: TerminalInfo) -> Prompting:
-    """Build a `Prompting` from a JSON body, or raise `MalformedBody` saying what is wrong."""
+def decode_json(raw: bytes) -> dict:
+    """The JSON object in a request body, or `MalformedBody` saying what is wrong."""
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -51,6 +51,11 @@ def parse_prompting(raw: bytes, caller: TerminalInfo) -> Prompting:
         raise MalformedBody(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedBody("body must be a JSON object with 'roles' and 'messages'")
+    return body
+
+
+def prompting_from(body: dict, caller: TerminalInfo) -> Prompting:
+    """Build a `Prompting` from a decoded body, or raise `MalformedBody` saying what is wrong."""
     roles, messages = _string_list(body, "roles"), _string_list(body, "messages")
     if not messages:
         raise MalformedBody("'messages' must hold at least one message")

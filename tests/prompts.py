@@ -49,3 +49,14 @@ def gated(request: Prompting) -> str:
     if request.messages[-1] == "gate":
         gate.wait(30)
     return f"{request.messages[-1]} after {len(served)} calls"
+
+
+async def async_words(request: Prompting):
+    for word in request.messages[-1].split():
+        await asyncio.sleep(0)
+        yield word + "\n"
+
+
+def fails_midway(request: Prompting):
+    yield "first "
+    raise RuntimeError("lost the model")

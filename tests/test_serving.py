@@ -151,7 +151,7 @@ def test_a_body_over_the_limit_is_a_413(make_miner, client_for):
 
 @pytest.mark.parametrize("target, status, reason", [
     ("tests.prompts.raises", 500, "RuntimeError: the model fell over"),
-    ("tests.prompts.wrong_type", 500, "the prompt returned int; expected str or Prompting"),
+    ("tests.prompts.wrong_type", 500, "the prompt returned int; expected str, Prompting or text chunks"),
 ])
 def test_a_failing_prompt_is_a_500_and_the_miner_keeps_serving(make_miner, client_for, target, status, reason):
     with make_miner(f"prompt._target_={target}") as miner:

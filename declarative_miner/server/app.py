@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from ..errors import (BadRequest, BodyTooLarge, Blacklisted, NotAuthenticated, NotFound,
                       OverCapacity, PromptTimeout, RequestError, RequestTimeout)
-from ..protocol import Prompting, TerminalInfo, parse_prompting
+from ..protocol import Prompting, TerminalInfo, prompting_from
 from .auth import BtAuth
 from .scheduler import Scheduler
+from .v10 import CLAIMED_HOTKEY as V10_CLAIM
+from .v10 import V10Auth
 
 log = logging.getLogger(__name__)
 
 PROMPT_ROUTE = "/Prompting"
+STREAM_ROUTE = "/StreamPrompting"
 
 
 @dataclass(frozen=True)
@@ -29,21 +33,26 @@ class Limits:
 
 
 class MinerApp:
-    """Serves `POST /Prompting` (btauth/1) and `GET /health`.
+    """Serves `POST /Prompting` to btauth/1 callers and v10 Dendrites alike, and `GET /health`.
+
+    A request carrying `bt_header_dendrite_hotkey` speaks the v10 protocol (its signature,
+    nonce rules and reply format); any other speaks btauth/1. Both run the same pipeline.
 
     Order, cheapest first: in-flight and body-size guards, blacklist on the *claimed* hotkey
     (a rejection never reads the body), read the body, verify the signature (only a verified
     caller is served), parse, priority, a scheduler slot, then `prompt` within the deadline.
     """
 
-    def __init__(self, *, auth: BtAuth, blacklist: Callable[[Prompting], tuple[bool, str]],
+    def __init__(self, *, auth: BtAuth, v10: V10Auth, blacklist: Callable[[Prompting], tuple[bool, str]],
                  priority: Callable[[Prompting], float],
                  prompt: Callable[[Prompting], Awaitable[Prompting]],
+                 stream: Callable[[Prompting], AsyncIterator[str]],
                  health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
                  on_verified: Callable[[Prompting], None] = lambda request: None,
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
-        self.auth, self.blacklist, self.priority, self.prompt = auth, blacklist, priority, prompt
+        self.auth, self.v10 = auth, v10
+        self.blacklist, self.priority, self.prompt, self.stream = blacklist, priority, prompt, stream
         self.health, self.scheduler, self.limits = health, scheduler, limits
         self.on_verified = on_verified
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
@@ -52,51 +61,59 @@ class MinerApp:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        elif scope["type"] == "http":
-            try:
-                status, payload, headers = 200, await self._route(scope, receive), {}
-            except RequestError as exc:
-                status, headers = exc.status, exc.headers
-                payload = {"error": exc.error, "reason": exc.reason}
-            except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
-                log.exception("request failed")
-                status, headers = 500, {}
-                payload = {"error": "internal error", "reason": f"{type(exc).__name__}: {exc}"}
-            await send_json(send, status, payload, headers)
-
-    async def _route(self, scope: dict, receive: Callable) -> dict:
-        path, method = scope["path"], scope["method"]
-        if path == PROMPT_ROUTE and method == "POST":
-            return await self._serve(scope, receive)
-        if path == "/health" and method in ("GET", "HEAD"):
-            return {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting}
-        raise NotFound(f"no route {method} {path}; try POST {PROMPT_ROUTE} or GET /health")
-
-    async def _serve(self, scope: dict, receive: Callable) -> dict:
-        if self.inflight >= self.limits.max_inflight:
-            raise OverCapacity(f"{self.inflight} requests in flight; try again later",
-                               headers={"retry-after": "1"})
-        self.inflight += 1
-        try:
-            return await self._pipeline(scope, receive)
-        finally:
-            self.inflight -= 1
-
-    async def _pipeline(self, scope: dict, receive: Callable) -> dict:
+            return
+        if scope["type"] != "http":
+            return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        protocol = self.v10 if V10_CLAIM in headers else self.auth
+        try:
+            answer = await self._route(scope, receive, send, headers, protocol)
+            if answer is None:
+                return  # streamed
+            status, (payload, extra) = 200, answer
+        except RequestError as exc:
+            status, (payload, extra) = exc.status, protocol.failure(exc)
+        except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
+            log.exception("request failed")
+            status, (payload, extra) = 500, protocol.failure(RequestError(f"{type(exc).__name__}: {exc}"))
+        await send_json(send, status, payload, extra)
+
+    async def _route(self, scope: dict, receive: Callable, send: Callable, headers: dict,
+                     protocol) -> Optional[tuple[dict, dict]]:
+        path, method = scope["path"], scope["method"]
+        if path in (PROMPT_ROUTE, STREAM_ROUTE) and method == "POST":
+            if self.inflight >= self.limits.max_inflight:
+                raise OverCapacity(f"{self.inflight} requests in flight; try again later",
+                                   headers={"retry-after": "1"})
+            self.inflight += 1
+            try:
+                started = time.perf_counter()
+                request, body = await self._admit(scope, receive, headers, protocol)
+                priority = float(self.priority(request))
+                if path == STREAM_ROUTE:
+                    return await self._stream(send, request, priority, protocol)
+                answered = await self._run(request, priority)
+                return protocol.success(answered, body, time.perf_counter() - started)
+            finally:
+                self.inflight -= 1
+        if path == "/health" and method in ("GET", "HEAD"):
+            return {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting}, {}
+        raise NotFound(f"no route {method} {path}; try POST {PROMPT_ROUTE}, POST {STREAM_ROUTE} or GET /health")
+
+    async def _admit(self, scope: dict, receive: Callable, headers: dict, protocol) -> tuple[Prompting, dict]:
+        """Everything before the work: guards, blacklist, body, signature, shape."""
         self._check_length(headers.get("content-length"))
         ip = (scope.get("client") or (None,))[0]
-        claimed = self.auth.claimed_hotkey(headers)
+        claimed = protocol.claimed_hotkey(headers)
         if not claimed:
             raise NotAuthenticated("the request carries no hotkey header; sign it with btauth/1")
         blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ip)))
         if blacklisted:
             raise Blacklisted(reason)
-        body = await self._read_body(receive)
-        caller = self.auth.verify(headers, body, method=scope["method"], path=_target(scope), ip=ip)
+        raw = await self._read_body(receive)
+        caller, body = protocol.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip)
         self.on_verified(Prompting(dendrite=caller))
-        request = parse_prompting(body, caller)
-        return (await self._run(request, float(self.priority(request)))).to_json()
+        return prompting_from(body, caller), body
 
     def _check_length(self, length: str | None) -> None:
         if length is None:
@@ -136,6 +153,40 @@ class MinerApp:
             return await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             task.cancel()
+            raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
+
+    async def _stream(self, send: Callable, request: Prompting, priority: float, protocol) -> None:
+        """Stream the answer as it is produced. Errors before the first chunk are ordinary JSON
+        errors; after it the status is sent, so the stream ends with the protocol's error frame."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.request_timeout
+        await self.scheduler.acquire(priority, self.limits.request_timeout)
+        chunks = self.stream(request).__aiter__()
+        try:
+            first = await self._next(chunks, deadline)
+            await send({"type": "http.response.start", "status": 200, "headers": protocol.stream_headers()})
+            completion = []
+            try:
+                chunk = first
+                while chunk is not None:
+                    completion.append(chunk)
+                    await send({"type": "http.response.body", "body": protocol.frame(chunk), "more_body": True})
+                    chunk = await self._next(chunks, deadline)
+                tail = protocol.final("".join(completion))
+            except RequestError as exc:
+                log.warning("stream ended early: %s", exc.reason)
+                tail = protocol.stream_error(exc)
+            await send({"type": "http.response.body", "body": tail})
+        finally:
+            await chunks.aclose()
+            self.scheduler.release()
+
+    async def _next(self, chunks: AsyncIterator[str], deadline: float) -> Optional[str]:
+        try:
+            return await asyncio.wait_for(chunks.__anext__(), max(0.0, deadline - asyncio.get_running_loop().time()))
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
             raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:

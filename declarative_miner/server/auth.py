@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Mapping, Optional
 
 from bittensor import http_auth
 
-from ..errors import NotAuthenticated
-from ..protocol import TerminalInfo
+from ..errors import NotAuthenticated, RequestError
+from ..protocol import Prompting, TerminalInfo, decode_json
 
 CLAIMED_HOTKEY = http_auth.HEADER_HOTKEY.lower()
 
@@ -19,6 +20,8 @@ class BtAuth:
     the freshness window (`max_age + allowed_skew`), as `http_auth.verify` requires.
     """
 
+    protocol = "btauth"
+
     def __init__(self, self_hotkey: str, *, max_age: float, allowed_skew: float,
                  require_receiver: bool, nonce_store: Optional[http_auth.NonceStore] = None):
         self.self_hotkey = self_hotkey
@@ -29,6 +32,12 @@ class BtAuth:
     def claimed_hotkey(headers: Mapping[str, str]) -> Optional[str]:
         """The hotkey a request says it comes from, before anything is verified."""
         return headers.get(CLAIMED_HOTKEY)
+
+    def authenticate(self, headers: Mapping[str, str], raw: bytes, *, method: str, path: str,
+                     ip: Optional[str]) -> tuple[TerminalInfo, dict]:
+        """The verified caller and the decoded body; the signature is checked before parsing."""
+        caller = self.verify(headers, raw, method=method, path=path, ip=ip)
+        return caller, decode_json(raw)
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str,
                ip: Optional[str]) -> TerminalInfo:
@@ -42,3 +51,30 @@ class BtAuth:
         except http_auth.AuthError as exc:
             raise NotAuthenticated(f"{type(exc).__name__}: {exc}") from None
         return TerminalInfo(hotkey=caller.hotkey_ss58, ip=ip, nonce=caller.nonce_ns)
+
+    @staticmethod
+    def success(request: Prompting, body: dict, process_time: float) -> tuple[dict, dict]:
+        return request.to_json(), {}
+
+    @staticmethod
+    def failure(error: RequestError) -> tuple[dict, dict]:
+        return {"error": error.error, "reason": error.reason}, error.headers
+
+    @staticmethod
+    def stream_headers() -> list[tuple[bytes, bytes]]:
+        return [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+    @staticmethod
+    def frame(chunk: str) -> bytes:
+        """One server-sent event per chunk: `data: {"chunk": ...}`."""
+        return b"data: " + json.dumps({"chunk": chunk}).encode() + b"\n\n"
+
+    @staticmethod
+    def final(completion: str) -> bytes:
+        """The closing event carries the whole completion."""
+        return b"event: done\ndata: " + json.dumps({"completion": completion}).encode() + b"\n\n"
+
+    @staticmethod
+    def stream_error(error: RequestError) -> bytes:
+        payload = {"status": error.status, "error": error.error, "reason": error.reason}
+        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"

@@ -1,0 +1,96 @@
+"""The v10 wire protocol on recorded real Dendrite bytes, and over the wire with the v10 client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from declarative_miner.errors import NotAuthenticated
+from declarative_miner.server.v10 import NonceLedger, V10Auth, body_hash
+
+WIRE = Path(__file__).parent / "data" / "v10_wire"
+MINER, VALIDATOR = "5F4dcZYbDiSiU1yiUDCBjvxbfEo1f9PQwQqSa9wktzx7SYDr", "5DodD7WMgbyG9hqFdAkqkgqEBZJCDwhkg4ih8Sr6fvsZT9KJ"
+
+
+def recorded() -> tuple[dict, bytes]:
+    """Headers (lower-cased, as an ASGI server gives them) and body of a real Dendrite request."""
+    head, _, body = (WIRE / "ok.request.bin").read_bytes().partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")[1:]
+    return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
+
+
+def auth(at_seconds_after_nonce: float = 1.0, receiver: str = MINER) -> V10Auth:
+    headers, _ = recorded()
+    nonce = int(headers["bt_header_dendrite_nonce"])
+    return V10Auth(receiver, allowed_skew=2.0, clock=lambda: nonce + int(at_seconds_after_nonce * 1e9))
+
+
+def test_a_recorded_dendrite_request_verifies_and_yields_the_signed_caller():
+    headers, raw = recorded()
+    caller, body = auth().authenticate(headers, raw, method="POST", path="/Prompting", ip="127.0.0.1")
+    assert (caller.hotkey, caller.ip) == (VALIDATOR, "127.0.0.1")
+    assert body_hash(body) == headers["computed_body_hash"]
+
+
+def test_a_replayed_recorded_request_is_refused():
+    headers, raw = recorded()
+    verifier = auth()
+    verifier.authenticate(headers, raw, method="POST", path="/Prompting", ip=None)
+    with pytest.raises(NotAuthenticated, match="a newer one was last processed"):
+        verifier.authenticate(headers, raw, method="POST", path="/Prompting", ip=None)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda h, b: (h, b.replace(b"hello wire", b"hello wirf")), "body hash mismatch"),
+    (lambda h, b: ({**h, "computed_body_hash": body_hash(json.loads(b.replace(b"hello wire", b"hello wirf")))},
+                   b.replace(b"hello wire", b"hello wirf")), "signature mismatch"),
+    (lambda h, b: ({**h, "bt_header_dendrite_signature": "0x" + "00" * 64}, b), "signature mismatch"),
+    (lambda h, b: ({k: v for k, v in h.items() if k != "bt_header_dendrite_nonce"}, b), "missing header"),
+    (lambda h, b: ({**h, "bt_header_dendrite_nonce": "soon"}, b), "malformed nonce"),
+])
+def test_tampering_is_a_401_with_a_reason_not_a_500(edit, reason):
+    headers, raw = edit(*recorded())
+    with pytest.raises(NotAuthenticated, match=reason):
+        auth().authenticate(headers, raw, method="POST", path="/Prompting", ip=None)
+
+
+def test_a_request_signed_for_another_miner_fails_as_a_signature_mismatch():
+    headers, raw = recorded()
+    with pytest.raises(NotAuthenticated, match="signature mismatch"):
+        auth(receiver=VALIDATOR).authenticate(headers, raw, method="POST", path="/Prompting", ip=None)
+
+
+def test_a_first_nonce_older_than_delta_plus_timeout_is_stale_and_a_future_one_too():
+    headers, raw = recorded()
+    with pytest.raises(NotAuthenticated, match="acceptable delta is 16.00 seconds but request was 17.00"):
+        auth(at_seconds_after_nonce=17).authenticate(headers, raw, method="POST", path="/Prompting", ip=None)
+    with pytest.raises(NotAuthenticated, match="in the future"):
+        auth(at_seconds_after_nonce=-3).authenticate(headers, raw, method="POST", path="/Prompting", ip=None)
+
+
+def test_the_body_cannot_claim_another_hotkey():
+    headers, raw = recorded()
+    spoofed = raw.replace(f'"hotkey": "{VALIDATOR}"'.encode(), b'"hotkey": "SPOOFED-IN-BODY"')
+    assert spoofed != raw
+    caller, body = auth().authenticate(headers, spoofed, method="POST", path="/Prompting", ip=None)
+    assert caller.hotkey == VALIDATOR and body["dendrite"]["hotkey"] == "SPOOFED-IN-BODY"
+
+
+def test_the_nonce_ledger_forgets_old_entries():
+    ledger = NonceLedger(retention=0.0)
+    assert ledger.accept("a:1", 5) and ledger.accept("b:1", 5)
+    assert ledger.accept("a:1", 5)  # forgotten: freshness, not the ledger, guards it now
+    assert len(ledger._last) == 1
+
+
+def test_the_client_speaks_v10_and_the_pipeline_treats_it_like_btauth(make_miner, client_for):
+    with make_miner() as miner:
+        client = client_for(miner)
+        ok = client.prompt(["hello v10"], protocol="v10")
+        duplicate = client.prompt(["hello v10"], protocol="v10")
+        stranger = client_for(miner, "stranger").prompt(["who"], protocol="v10")
+    assert (ok.status, ok.completion, ok.headers["bt_header_axon_status_code"]) == (200, "hello v10", "200")
+    assert duplicate.status == 409 and duplicate.headers["bt_header_axon_status_code"] == "409"
+    assert (stranger.status, stranger.reason) == (403, "blacklisted: registered: hotkey is not registered on netuid 1")

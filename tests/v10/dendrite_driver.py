@@ -1,0 +1,92 @@
+"""Runs under bittensor 10.5.0 in its own venv (never imported by pytest): queries a miner with a
+real `bt.Dendrite` and prints what the Dendrite returned, as JSON, one object per scenario.
+
+    python dendrite_driver.py WALLETS_DIR WALLET MINER_HOTKEY PORT SCENARIO...
+"""
+
+import asyncio
+import json
+import sys
+from typing import ClassVar, List
+
+from bittensor.utils import networking
+
+networking.get_external_ip = lambda: "127.0.0.1"  # no internet here: the Dendrite asks at start
+
+import bittensor as bt  # noqa: E402
+import pydantic  # noqa: E402
+
+
+class Prompting(bt.Synapse):
+    """The text-prompting lineage's synapse, as v10 validators define it."""
+
+    roles: List[str] = pydantic.Field(..., frozen=True)
+    messages: List[str] = pydantic.Field(..., frozen=True)
+    completion: str = ""
+    required_hash_fields: ClassVar[tuple] = ("messages",)
+
+
+class StreamPrompting(bt.StreamingSynapse):
+    roles: List[str] = pydantic.Field(..., frozen=True)
+    messages: List[str] = pydantic.Field(..., frozen=True)
+    completion: str = ""
+    required_hash_fields: ClassVar[tuple] = ("messages",)
+
+    async def process_streaming_response(self, response):
+        async for chunk in response.content.iter_any():
+            tokens = chunk.decode("utf-8").split("\n")
+            for token in tokens:
+                if token:
+                    self.completion += token
+            yield tokens
+
+    def extract_response_json(self, response) -> dict:
+        # As the text-prompting lineage does: terminal infos from the headers, fields from self.
+        headers = {k.decode("utf-8"): v.decode("utf-8") for k, v in response.__dict__["_raw_headers"]}
+
+        def info(prefix):
+            return {k.split(prefix + "_", 1)[1]: v for k, v in headers.items() if k.startswith(prefix)}
+
+        return {"name": headers.get("name", ""), "timeout": float(headers.get("timeout", 0)),
+                "dendrite": info("bt_header_dendrite"), "axon": info("bt_header_axon"),
+                "roles": self.roles, "messages": self.messages, "completion": self.completion}
+
+
+def view(synapse) -> dict:
+    return {"is_success": synapse.is_success, "completion": synapse.completion,
+            "status_code": synapse.dendrite.status_code, "status_message": synapse.dendrite.status_message}
+
+
+async def main(wallets: str, wallet: str, miner: str, port: int, scenarios: list) -> None:
+    dendrite = bt.Dendrite(wallet=bt.Wallet(name=wallet, hotkey="default", path=wallets))
+    axon = bt.AxonInfo(version=0, ip="127.0.0.1", port=port, ip_type=4, hotkey=miner, coldkey=miner)
+    for scenario in scenarios:
+        if scenario == "plain":
+            reply = await dendrite.call(axon, Prompting(roles=["user"], messages=["hello from v10"]), timeout=12)
+            result = view(reply)
+        elif scenario == "stream":
+            chunks, final = [], None
+            synapse = StreamPrompting(roles=["user"], messages=["one two three"])
+            async for item in dendrite.call_stream(axon, synapse, timeout=12):
+                if isinstance(item, bt.Synapse):
+                    final = item
+                else:
+                    chunks.append(item)
+            result = {**view(final), "chunks": len(chunks)}
+        elif scenario == "replay":
+            synapse = dendrite.preprocess_synapse_for_request(
+                axon, Prompting(roles=["user"], messages=["replayed"]), 12)
+            url = f"http://127.0.0.1:{port}/Prompting"
+            statuses = []
+            for _ in range(2):
+                async with (await dendrite.session).post(url, headers=synapse.to_headers(),
+                                                         json=synapse.model_dump()) as response:
+                    statuses.append(response.status)
+            result = {"statuses": statuses}
+        print(json.dumps({"scenario": scenario, **result}), flush=True)
+    await dendrite.aclose_session()
+
+
+if __name__ == "__main__":
+    wallets, wallet, miner, port, *scenarios = sys.argv[1:]
+    asyncio.run(main(wallets, wallet, miner, int(port), scenarios))
