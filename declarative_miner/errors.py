@@ -61,5 +61,9 @@ class OverCapacity(RequestError):
     status, error = 503, "over capacity"
 
 
+class Unavailable(RequestError):
+    status, error = 503, "unavailable"
+
+
 class PromptTimeout(RequestError):
     status, error = 504, "prompt timed out"

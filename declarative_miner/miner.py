@@ -11,12 +11,14 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional
 
+import bittensor as bt
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
 from .answers import chunks_of, completion_of, in_thread
 from .cache import PromptCache
 from .chain import dev
+from .chain.live import LiveChain
 from .chain.metagraph import Metagraph
 from .chain.sync import MetagraphSync
 from .config import ConfigError, ConfigProblem, compose, to_settings
@@ -73,8 +75,14 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")
     need(settings.cache.ttl >= 0, "cache.ttl", settings.cache.ttl, "seconds >= 0 (0 disables)")
     need(settings.network.sync_interval > 0, "network.sync_interval", settings.network.sync_interval, "seconds > 0")
-    need(settings.network.name == "dev", "network.name", settings.network.name,
-         "dev: this release mines on the embedded dev network only")
+    network = settings.network
+    need(network.name in ("dev", "finney", "test", "local") or network.name.startswith(("ws://", "wss://")),
+         "network.name", network.name, "dev, finney, test, local or a ws:// endpoint")
+    need(network.max_snapshot_age is None or network.max_snapshot_age > 0, "network.max_snapshot_age",
+         network.max_snapshot_age, "seconds > 0, or null for 3 x sync_interval")
+    if network.name != "dev" and network.publish_axon and not axon.external_ip and axon.ip in ("0.0.0.0", "::"):
+        problems.append(ConfigProblem("axon.external_ip", f"missing (got axon.ip={axon.ip}, which validators cannot "
+                                      "reach; expected the public address to publish, or network.publish_axon=false)"))
     need("_target_" in settings.prompt, "prompt._target_", None, "an import path to the prompt callable")
     return problems
 
@@ -115,8 +123,9 @@ class Miner:
         problems = _Problems()
         problems.found.extend(check(s))
         self.wallet = wallet or problems.attempt(self._open_wallet)
-        self._sync: MetagraphSync = problems.attempt(lambda: MetagraphSync(
-            lambda: dev.load_metagraph(s.network.metagraph_file, s.network.netuid), s.network.sync_interval))
+        self.chain: Optional[LiveChain] = None
+        if self.wallet is not None and not problems.found:  # never dial a chain on a bad config
+            self._sync: MetagraphSync = problems.attempt(self._connect)
         self._blacklist = problems.attempt(lambda: self._build_blacklist(s.blacklist.rules))
         self._priority = problems.attempt(lambda: build(
             s.priority.strategy, s.priority.params, "priority.strategy", aliases=STRATEGIES))
@@ -137,6 +146,25 @@ class Miner:
             dev.prepare(s.home, s.wallet.name, s.wallet.hotkey, s.wallet.path,
                         s.network.metagraph_file, s.network.netuid)
         return open_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
+
+    def _connect(self) -> MetagraphSync:
+        """The metagraph source the network names, read once now (a live chain must list us)."""
+        s = self.settings
+        if s.network.name == "dev":
+            return MetagraphSync(lambda: dev.load_metagraph(s.network.metagraph_file, s.network.netuid),
+                                 s.network.sync_interval)
+        subtensor = self.subtensor or bt.Subtensor(s.network.name)
+        self.chain = LiveChain(subtensor, s.network.netuid, self.hotkey)
+        try:
+            sync = MetagraphSync(self.chain.load, s.network.sync_interval)
+        except Exception as exc:
+            if self.subtensor is None:
+                subtensor.close()
+            raise ConfigError([ConfigProblem("network.name", f"cannot read netuid {s.network.netuid} from "
+                                             f"{s.network.name} (got {type(exc).__name__}: {exc}; expected a "
+                                             "reachable network where the subnet exists)")]) from None
+        self.chain.require_registration(s.wallet.name, s.wallet.hotkey)
+        return sync
 
     @staticmethod
     def _build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
@@ -222,9 +250,13 @@ class Miner:
         return float(self._priority(synapse, self.metagraph))
 
     def run(self) -> None:
-        """Serve until stopped (SIGINT/SIGTERM drain in-flight requests, then return)."""
+        """Serve until stopped (SIGINT/SIGTERM drain in-flight requests, then return).
+
+        On a live network the endpoint is published on chain first, when it differs.
+        """
         self._server = self._new_server()
         self._server.bind()
+        self._publish()
         self._serve()
 
     def run_in_background_thread(self, timeout: float = 30.0) -> None:
@@ -233,6 +265,7 @@ class Miner:
             return
         self._server = self._new_server()
         self._server.bind()
+        self._publish()
         self._thread = threading.Thread(target=self._serve, name="miner", daemon=True)
         self._thread.start()
         self._server.wait_ready(self._thread, timeout)
@@ -279,6 +312,24 @@ class Miner:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = concurrent.futures.ThreadPoolExecutor(self.settings.axon.max_concurrency, "prompt")
 
+    def _publish(self) -> None:
+        a = self.settings.axon
+        if self.chain is None or not self.settings.network.publish_axon:
+            return
+        try:
+            self.chain.publish(self.wallet, a.external_ip or a.ip, a.external_port or self.port)
+        except Exception as exc:  # serving matters more: validators may still know the old endpoint
+            log.error("Could not publish the endpoint on chain, serving anyway: %s", exc)
+
+    def unavailable(self) -> Optional[str]:
+        """Why requests must be refused now (a metagraph too old to trust), or None."""
+        network = self.settings.network
+        bound = network.max_snapshot_age or 3 * network.sync_interval
+        age = self.metagraph.age
+        if age > bound:
+            return f"the metagraph is {age:.0f} s old (bound {bound:g} s): refreshing it has failed since; retrying"
+        return None
+
     def _make_app(self) -> MinerApp:
         a = self.settings.axon
         auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
@@ -286,7 +337,7 @@ class Miner:
         return MinerApp(
             auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew), blacklist=self.blacklist,
             priority=self.priority, prompt=self._prompt, stream=self._stream,
-            health=self.health, on_verified=self._blacklist.count, scheduler=Scheduler(a.max_concurrency, a.max_queue),
+            health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count, scheduler=Scheduler(a.max_concurrency, a.max_queue),
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
             on_startup=[self._announce, self._sync.start], on_shutdown=[self._sync.stop],
         )
@@ -308,7 +359,8 @@ class Miner:
         return {
             "status": "ok", "hotkey": self.hotkey, "network": self.settings.network.name,
             "netuid": self.settings.network.netuid, "registered": neuron is not None,
-            "uid": neuron.uid if neuron else None, "metagraph_age": round(self.metagraph.age, 3),
+            "uid": neuron.uid if neuron else None, "metagraph_block": self.metagraph.block,
+            "metagraph_age": round(self.metagraph.age, 3),
         }
 
     def summary(self) -> str:
@@ -328,7 +380,9 @@ class Miner:
         ])
 
     def close(self) -> None:
-        """Release the cache and worker threads (serving stops first)."""
+        """Release the cache, worker threads and chain connection (serving stops first)."""
         self.stop_run_thread()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.cache.close()
+        if self.chain is not None:
+            self.chain.subtensor.close()

@@ -27,7 +27,9 @@ class OnHit(Enum):
 class NetworkConfig:
     name: str = "dev"  # dev (embedded, no chain), finney, test, local, or a ws:// endpoint
     netuid: int = 1  # the subnet this miner serves
-    sync_interval: float = 360.0  # seconds between metagraph refreshes (one tempo is ~360 s)
+    sync_interval: float = 4320.0  # seconds between metagraph refreshes (one tempo: 360 blocks x 12 s)
+    max_snapshot_age: Optional[float] = None  # seconds; an older metagraph means 503 until a sync works (default 3 x sync_interval)
+    publish_axon: bool = True  # live networks: put axon.external_ip/port on chain (ServeAxon) when it differs
     metagraph_file: str = "${home}/dev/metagraph.yaml"  # dev network only: neurons listed, uid = position
 
 

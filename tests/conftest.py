@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +15,24 @@ import pytest
 
 # Every test gets its own miner home; nothing touches ~/.declarative_miner or ~/.bittensor.
 os.environ["DECLARATIVE_MINER_HOME"] = tempfile.mkdtemp(prefix="dm-tests-home-")
+# bittensor caches chain data under HOME: keep it out of the real one (caches stay put).
+os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+os.environ["HOME"] = tempfile.mkdtemp(prefix="dm-tests-user-")
+
+
+def _loopback_only(connect):
+    """Tests may open sockets to this machine only."""
+    def guarded(self, address, *args):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = ipaddress.ip_address(address[0].split("%")[0]) if address[0] != "localhost" else None
+            if host is not None and not host.is_loopback:
+                raise OSError(f"tests may not connect to {address[0]}: loopback only")
+        return connect(self, address, *args)
+    return guarded
+
+
+socket.socket.connect = _loopback_only(socket.socket.connect)
+socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
 
 from declarative_miner.chain import dev  # noqa: E402
 from declarative_miner.client import MinerClient  # noqa: E402

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -98,3 +99,29 @@ def test_the_client_explains_a_missing_wallet(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "wallet.hotkey: no hotkey file at" in result.stderr and "btcli wallet new-hotkey" in result.stderr
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(fresh_home, hotkeys, wallets_dir):
+    import httpx
+
+    from declarative_miner.client import MinerClient
+
+    env, cwd = fresh_home
+    env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    (cwd / "mg.yaml").write_text(yaml.safe_dump({"neurons": [
+        {"hotkey": hotkeys["dev-validator"].ss58_address, "stake": 10000, "validator_permit": True}]}))
+    miner = Running("axon.port=0", "prompt._target_=tests.prompts.slow", "+prompt.seconds=1.5",
+                    f"wallet.path={wallets_dir}", f"network.metagraph_file={cwd}/mg.yaml", env=env, cwd=cwd)
+    port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
+    client = MinerClient(hotkeys["dev-validator"], port=port)
+    replies = []
+    worker = threading.Thread(target=lambda: replies.append(client.prompt(["finish me"])))
+    worker.start()
+    deadline = time.monotonic() + 15
+    while httpx.get(f"http://127.0.0.1:{port}/health").json()["inflight"] == 0:
+        assert time.monotonic() < deadline
+    code = miner.stop(signal.SIGTERM)
+    worker.join(30)
+    client.close()
+    assert code == 0
+    assert (replies[0].status, replies[0].completion) == (200, "slow finish me")

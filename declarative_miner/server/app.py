@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from ..errors import (BadRequest, BodyTooLarge, Blacklisted, NotAuthenticated, NotFound,
-                      OverCapacity, PromptTimeout, RequestError, RequestTimeout)
+                      OverCapacity, PromptTimeout, RequestError, RequestTimeout, Unavailable)
 from ..protocol import Prompting, TerminalInfo, prompting_from
 from .auth import BtAuth
 from .scheduler import Scheduler
@@ -49,12 +49,13 @@ class MinerApp:
                  stream: Callable[[Prompting], AsyncIterator[str]],
                  health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
                  on_verified: Callable[[Prompting], None] = lambda request: None,
+                 unavailable: Callable[[], Optional[str]] = lambda: None,
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
         self.auth, self.v10 = auth, v10
         self.blacklist, self.priority, self.prompt, self.stream = blacklist, priority, prompt, stream
         self.health, self.scheduler, self.limits = health, scheduler, limits
-        self.on_verified = on_verified
+        self.on_verified, self.unavailable = on_verified, unavailable
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
         self.inflight = 0
 
@@ -102,6 +103,8 @@ class MinerApp:
 
     async def _admit(self, scope: dict, receive: Callable, headers: dict, protocol) -> tuple[Prompting, dict]:
         """Everything before the work: guards, blacklist, body, signature, shape."""
+        if reason := self.unavailable():
+            raise Unavailable(reason, headers={"retry-after": "5"})
         self._check_length(headers.get("content-length"))
         ip = (scope.get("client") or (None,))[0]
         claimed = protocol.claimed_hotkey(headers)

@@ -1,0 +1,74 @@
+"""A live Bittensor network through bittensor 11's `Subtensor`: metagraph reads and `ServeAxon`."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any, Optional
+
+import bittensor as bt
+
+from ..config import ConfigError, ConfigProblem
+from .metagraph import Metagraph, Neuron
+
+log = logging.getLogger(__name__)
+
+
+def _amount(balance: Any) -> float:
+    """A bittensor `Balance` as a float in its own unit (alpha or TAO), 0 when absent."""
+    return balance.rao / 1e9 if balance is not None else 0.0
+
+
+class LiveChain:
+    """One subnet of a live network. `subtensor` is a `bt.Subtensor` (tests inject one built
+    on an in-memory `substrate`); each read returns a fresh immutable `Metagraph`."""
+
+    def __init__(self, subtensor: bt.Subtensor, netuid: int, hotkey: str):
+        self.subtensor, self.netuid, self.hotkey = subtensor, netuid, hotkey
+        self.raw: Optional[bt.Metagraph] = None  # the newest bittensor metagraph, for its extra columns
+
+    def load(self) -> Metagraph:
+        """Read the subnet's metagraph now (blocking), and log this miner's standing in it."""
+        raw = self.subtensor.subnets.metagraph(self.netuid, commitments=False)
+        if raw is None:
+            raise LookupError(f"subnet {self.netuid} does not exist on {self.subtensor.network}")
+        self.raw = raw
+        graph = Metagraph(netuid=self.netuid, block=raw.block, neurons=tuple(
+            Neuron(uid=n.uid, hotkey=n.hotkey, validator_permit=n.validator_permit,
+                   alpha_stake=_amount(n.alpha_stake), tao_stake=_amount(n.tao_stake),
+                   total_stake=_amount(n.total_stake))
+            for n in raw.neurons))
+        mine = self.neuron()
+        if mine is not None:
+            log.info("Metagraph block %d: uid %d, stake %s, incentive %.6f, emission %s",
+                     raw.block, mine.uid, mine.total_stake, mine.incentive, mine.emission)
+        else:
+            log.warning("Metagraph block %d: hotkey %s is not registered on netuid %d",
+                        raw.block, self.hotkey, self.netuid)
+        return graph
+
+    def neuron(self):
+        """This miner's bittensor `MetagraphNeuron` in the newest read, or None."""
+        return self.raw.by_hotkey(self.hotkey) if self.raw is not None else None
+
+    def require_registration(self, wallet_name: str, wallet_hotkey: str) -> None:
+        """Raise a `ConfigError` with the way to register when this hotkey is not on the subnet."""
+        if self.neuron() is None:
+            raise ConfigError([ConfigProblem("wallet.hotkey", (
+                f"hotkey {self.hotkey} is not registered on netuid {self.netuid} of {self.subtensor.network} "
+                f"(expected a registered hotkey: `btcli subnets register --netuid {self.netuid} "
+                f"--wallet.name {wallet_name} --wallet.hotkey {wallet_hotkey} --network {self.subtensor.network}`)"))])
+
+    def publish(self, wallet: bt.Wallet, ip: str, port: int) -> bool:
+        """Put `ip:port` on chain with `ServeAxon`, signed by the hotkey, unless it is there
+        already (the chain rate-limits serving). Returns True when an extrinsic was sent."""
+        mine = self.neuron()
+        wanted = f"[{ip}]:{port}" if ipaddress.ip_address(ip).version == 6 else f"{ip}:{port}"
+        if mine is not None and mine.axon == wanted:
+            log.info("The chain already lists %s for this hotkey: nothing to publish", wanted)
+            return False
+        result = self.subtensor.execute(bt.ServeAxon(netuid=self.netuid, ip=ip, port=port), wallet)
+        if not result.success:
+            raise RuntimeError(f"ServeAxon({wanted}) failed: {result.message or result.error}")
+        log.info("Published %s on netuid %d (was %s)", wanted, self.netuid, mine.axon if mine else None)
+        return True

@@ -1,0 +1,126 @@
+"""A live network through bittensor 11's real `Subtensor`, over an in-memory `Substrate`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import bittensor as bt
+import pytest
+
+from declarative_miner.config import ConfigError, compose
+from declarative_miner.miner import Miner
+
+from .fake_substrate import ChainNeuron, FakeSubstrate
+
+
+@pytest.fixture
+def chain(hotkeys) -> FakeSubstrate:
+    return FakeSubstrate(netuid=3, neurons=[
+        ChainNeuron(hotkeys["dev-miner"].ss58_address, stake=12.5, incentive=6553),
+        ChainNeuron(hotkeys["dev-validator"].ss58_address, stake=50_000, validator_permit=True),
+    ])
+
+
+@pytest.fixture
+def live_miner(home, chain, wallets_dir):
+    built, subtensors = [], []
+
+    def make(*overrides: str) -> Miner:
+        cfg = compose([f"home={home}", "network=local", "network.netuid=3", f"wallet.path={wallets_dir}",
+                       "wallet.name=dev-miner", "axon.port=0", "axon.external_ip=203.0.113.7", *overrides])
+        subtensors.append(bt.Subtensor("local", substrate=chain))
+        built.append(Miner(cfg, subtensor=subtensors[-1]))
+        return built[-1]
+
+    yield make
+    for miner in built:
+        miner.close()
+    for subtensor in subtensors:
+        subtensor.close()
+        # bittensor 11.3 stops its private event loop without closing it (a ResourceWarning
+        # at garbage collection, which this suite treats as an error).
+        if subtensor._loop_thread is not None:
+            subtensor._loop_thread._loop.close()
+
+
+def _wait(condition, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_a_registered_miner_reads_the_metagraph_and_logs_its_standing(live_miner, client_for, caplog):
+    with caplog.at_level(logging.INFO):
+        miner = live_miner()
+    assert "uid 0, stake 12.500000000α₃, incentive 0.099992, emission 1.000000000α₃" in caplog.text
+    with miner:
+        assert client_for(miner).prompt(["on chain"]).completion == "on chain"
+        assert client_for(miner, "stranger").prompt(["x"]).reason == "registered: hotkey is not registered on netuid 3"
+        health = miner.health()
+    assert (health["uid"], health["registered"], health["network"]) == (0, True, "local")
+
+
+def test_an_unregistered_hotkey_exits_naming_the_hotkey_the_netuid_and_how_to_register(live_miner, hotkeys, chain):
+    chain.neurons.pop(0)
+    with pytest.raises(ConfigError) as caught:
+        live_miner()
+    [problem] = caught.value.problems
+    assert problem.key == "wallet.hotkey"
+    assert f"hotkey {hotkeys['dev-miner'].ss58_address} is not registered on netuid 3" in problem.message
+    assert "btcli subnets register --netuid 3 --wallet.name dev-miner --wallet.hotkey default" in problem.message
+
+
+def test_the_endpoint_is_published_signed_by_the_hotkey_only_when_it_differs(live_miner, chain, hotkeys):
+    miner = live_miner("axon.external_port=9000")
+    with miner:
+        pass
+    [(call, signer, signature)] = chain.submitted
+    assert (call.module, call.function) == ("SubtensorModule", "serve_axon")
+    assert (call.params["ip"], call.params["port"], call.params["netuid"]) == (3405803783, 9000, 3)
+    assert signer == hotkeys["dev-miner"].ss58_address
+    assert hotkeys["dev-miner"].verify(b"probe", signature)
+    with live_miner("axon.external_port=9000"):
+        pass
+    assert len(chain.submitted) == 1  # already on chain: nothing sent
+    with live_miner("axon.external_port=9001", "network.publish_axon=false"):
+        pass
+    assert len(chain.submitted) == 1
+
+
+def test_resync_picks_up_new_validators_without_a_request_reading_the_chain(live_miner, chain, client_for, hotkeys):
+    with live_miner("network.sync_interval=0.1") as miner:
+        assert client_for(miner, "small-validator").prompt(["hi"]).status == 403
+        chain.neurons.append(ChainNeuron(hotkeys["small-validator"].ss58_address, stake=5000, validator_permit=True))
+        _wait(lambda: miner.metagraph.by_hotkey(hotkeys["small-validator"].ss58_address) is not None)
+        assert client_for(miner, "small-validator").prompt(["hi"]).status == 200
+
+
+def test_an_unreachable_chain_keeps_the_last_snapshot_then_fails_closed_until_a_sync_works(
+        live_miner, chain, client_for, caplog):
+    with live_miner("network.sync_interval=0.1", "network.max_snapshot_age=0.6", "cache.ttl=0") as miner:
+        client = client_for(miner)
+        chain.reachable = False
+        with caplog.at_level(logging.WARNING):
+            _wait(lambda: "metagraph refresh failed, serving on the snapshot" in caplog.text)
+        if miner.metagraph.age < 0.6:
+            assert client.prompt(["still"]).status == 200
+        _wait(lambda: miner.metagraph.age > 0.6)
+        closed = client.prompt(["closed"])
+        assert (closed.status, closed.error) == (503, "unavailable")
+        assert "the metagraph is" in closed.reason and closed.headers["retry-after"] == "5"
+        chain.reachable = True
+        _wait(lambda: miner.metagraph.age < 0.6)
+        assert client.prompt(["open again"]).status == 200
+
+
+def test_an_unreachable_chain_at_start_is_a_clear_error(live_miner, chain):
+    chain.reachable = False
+    with pytest.raises(ConfigError, match="network.name: cannot read netuid 3 from local"):
+        live_miner()
+
+
+def test_a_public_bind_without_an_external_ip_is_refused_before_anything_starts(home):
+    with pytest.raises(ConfigError, match="axon.external_ip: missing"):
+        Miner(compose([f"home={home}", "network=finney", "axon=public"]))
