@@ -31,9 +31,9 @@ def open_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:
         raise ConfigError([ConfigProblem(
             "wallet.hotkey",
             f"the hotkey at {keyfile.path} is encrypted and this run cannot prompt for its password "
-            f"(got no {keyfile.env_var_name()} in the environment; expected that variable set to the "
-            "password, or an unencrypted hotkey: miners sign every response, so hotkeys are "
-            "usually kept unencrypted and the coldkey encrypted)",
+            f"(got no {keyfile.env_var_name()} in the environment; expected that variable, encoded as "
+            "bittensor's Keyfile.save_password_to_env writes it, or an unencrypted hotkey: miners sign "
+            "every response, so hotkeys are usually kept unencrypted and the coldkey encrypted)",
         )])
     try:
         wallet.hotkey  # noqa: B018 - loads and caches the keypair

@@ -124,3 +124,27 @@ def test_an_unreachable_chain_at_start_is_a_clear_error(live_miner, chain):
 def test_a_public_bind_without_an_external_ip_is_refused_before_anything_starts(home):
     with pytest.raises(ConfigError, match="axon.external_ip: missing"):
         Miner(compose([f"home={home}", "network=finney", "axon=public"]))
+
+
+def test_an_encrypted_hotkey_is_explained_not_prompted_for(home, tmp_path, monkeypatch):
+    from declarative_miner.wallet import open_wallet
+
+    wallet = bt.Wallet("locked", "default", path=str(tmp_path))
+    wallet.create_new_hotkey(use_password=True, hotkey_password="secret", suppress=True)
+    with pytest.raises(ConfigError) as caught:
+        open_wallet("locked", "default", str(tmp_path))
+    message = str(caught.value)
+    assert "is encrypted and this run cannot prompt for its password" in message
+    variable = wallet.hotkey_file.env_var_name()
+    assert variable in message
+    monkeypatch.setenv(variable, "")  # so the teardown removes what bittensor sets next
+    wallet.hotkey_file.save_password_to_env("secret")
+    assert open_wallet("locked", "default", str(tmp_path)).hotkey.ss58_address == wallet.hotkeypub.ss58_address
+
+
+def test_a_missing_wallet_names_the_path_and_the_btcli_command(home, tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        Miner(compose([f"home={home}", "network=local", f"wallet.path={tmp_path}", "wallet.name=nobody"]))
+    [problem] = caught.value.problems
+    assert problem.key == "wallet.hotkey" and f"no hotkey file at {tmp_path}/nobody/hotkeys/default" in problem.message
+    assert "btcli wallet new-hotkey --wallet.name nobody --wallet.hotkey default" in problem.message
