@@ -169,7 +169,10 @@ def sign(keypair, *, receiver: str, roles: list[str], messages: list[str], uuid:
             "axon": {"hotkey": receiver}}
     digest = body_hash(body)
     signature = keypair.sign(f"{nonce}.{keypair.ss58_address}.{receiver}.{uuid}.{digest}".encode())
+    # As `Synapse.to_headers()` writes them: the input_obj headers are empty dummies a v10 Axon
+    # needs to parse the request from its headers.
     headers = {"name": "Prompting", "timeout": str(timeout), "bt_header_axon_hotkey": receiver,
+               "bt_header_input_obj_roles": "W10=", "bt_header_input_obj_messages": "W10=",
                "bt_header_dendrite_hotkey": keypair.ss58_address, "bt_header_dendrite_nonce": str(nonce),
                "bt_header_dendrite_uuid": uuid, "bt_header_dendrite_version": "10005000",
                "bt_header_dendrite_signature": "0x" + bytes(signature).hex(), "computed_body_hash": digest,

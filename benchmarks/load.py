@@ -1,0 +1,115 @@
+"""A closed-loop HTTP load generator: pre-signed requests, keep-alive connections, several processes.
+
+Each process signs its whole batch before it starts sending (so signing never competes with the
+server for time), then runs its share of the connections; each connection sends its requests one
+after another. It reports latencies and statuses, and its own CPU time, so a run can show the
+generator was not the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from bittensor import http_auth
+
+from declarative_miner.server import v10
+from declarative_miner.wallet import open_wallet
+
+
+@dataclass
+class Job:
+    """What one generator process sends: `connections` x `per_connection` requests."""
+
+    port: int
+    protocol: str  # btauth or v10
+    wallets: str
+    wallet: str  # the caller
+    receiver: str  # the miner's hotkey
+    connections: int
+    per_connection: int
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+
+def _http(port: int, headers: dict, body: bytes) -> bytes:
+    head = [f"POST /Prompting HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "content-length"]
+    if not any(k.lower() == "content-type" for k in headers):
+        head.append("Content-Type: application/json")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def requests_for(job: Job, connection: int) -> list[bytes]:
+    """One connection's requests, each a distinct prompt (the cache must not short-cut them)."""
+    keypair = open_wallet(job.wallet, "default", job.wallets).hotkey
+    uid, out = str(uuid.uuid1()), []
+    for i in range(job.per_connection):
+        messages = [f"bench {job.tag}-{connection}-{i}"]
+        if job.protocol == "v10":
+            headers, body = v10.sign(keypair, receiver=job.receiver, roles=["user"], messages=messages, uuid=uid)
+        else:
+            body = json.dumps({"roles": ["user"], "messages": messages}).encode()
+            headers = http_auth.sign(keypair, method="POST", path="/Prompting", body=body,
+                                     receiver_ss58=job.receiver)
+        out.append(_http(job.port, headers, body))
+    return out
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
+async def _connection(port: int, requests: list[bytes], results: list) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for raw in requests:
+            started = time.perf_counter()
+            writer.write(raw)
+            status = await _read_response(reader)
+            results.append((time.perf_counter() - started, status))
+    finally:
+        writer.close()
+
+
+def _run(index: int, job: Job, start_at: float, queue) -> None:
+    batches = [requests_for(job, c) for c in range(job.connections)]
+    results: list = []
+    cpu = os.times()
+    # All generator processes start together, after every one has signed its batch.
+    time.sleep(max(0.0, start_at - time.time()))
+
+    async def main() -> None:
+        await asyncio.gather(*(_connection(job.port, batch, results) for batch in batches))
+
+    asyncio.run(main())
+    used = os.times()
+    queue.put((index, results, used.user + used.system - cpu.user - cpu.system))
+
+
+def run(jobs: list[Job], sign_seconds: float = 3.0) -> tuple[list[list], float, float]:
+    """Run the jobs in one process each, all starting together; returns
+    ([(latency, status) per request] per job, wall seconds of the run, generator CPU seconds)."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    start_at = time.time() + sign_seconds
+    processes = [context.Process(target=_run, args=(i, job, start_at, queue)) for i, job in enumerate(jobs)]
+    for process in processes:
+        process.start()
+    outcomes = [queue.get() for _ in processes]
+    ended = time.time()
+    for process in processes:
+        process.join()
+    per_job = [results for _, results, _ in sorted(outcomes, key=lambda o: o[0])]
+    return per_job, ended - start_at, sum(cpu for _, _, cpu in outcomes)

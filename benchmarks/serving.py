@@ -1,0 +1,198 @@
+"""The miner against the bare-ASGI floor and a stock bittensor 10 Axon, side by side. By hand:
+
+    python benchmarks/serving.py                 # full run (a few minutes), prints one table
+    python benchmarks/serving.py --requests 200 --reps 1 --concurrency 1,8   # quicker
+
+Every server runs on loopback in its own process and is driven by the same load generator
+(benchmarks/load.py) in the same run. Server CPU per request comes from /proc (robust on a noisy
+shared machine), RSS from /proc too. The stock Axon needs a bittensor 10.5.0 venv: --v10-python,
+or the test suite's cached one; without it those rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load  # noqa: E402
+
+from declarative_miner.chain import dev  # noqa: E402
+from declarative_miner.wallet import create_wallet, open_wallet  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+DEFAULT_V10 = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "declarative-miner-tests" / "bt-10.5.0" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server process on loopback, with its CPU time and RSS read from /proc."""
+
+    def __init__(self, name: str, command: list[str], port: int, env: dict):
+        self.name, self.port = name, port
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start")
+                time.sleep(0.1)
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def jobs(server: Server, protocol: str, wallets: str, wallet: str, receiver: str, concurrency: int,
+         total: int, processes: int) -> list[load.Job]:
+    processes = min(processes, concurrency)
+    return [load.Job(server.port, protocol, wallets, wallet, receiver, concurrency // processes + (i < concurrency % processes),
+                     max(1, total // concurrency)) for i in range(processes)]
+
+
+def measure(server: Server, job_list: list[load.Job], focus: int = 0) -> dict:
+    """One run; latencies are those of job `focus` and the ones after it (flood jobs go first)."""
+    before = server.cpu()
+    per_job, wall, generator_cpu = load.run(job_list)
+    used = server.cpu() - before
+    every = [r for results in per_job for r in results]
+    mine = sorted(lat for results in per_job[focus:] for lat, _ in results)
+    return {"rps": len(every) / wall, "p50": mine[len(mine) // 2] * 1e3, "p99": mine[int(len(mine) * 0.99) - 1 if len(mine) > 1 else 0] * 1e3,
+            "cpu_ms": used * 1e3 / len(every), "gen_ms": generator_cpu * 1e3 / len(every),
+            "statuses": dict(collections.Counter(s for _, s in every)), "rss": server.rss_mb()}
+
+
+def repeat(reps: int, run) -> dict:
+    runs = [run() for _ in range(reps)]
+    out = {k: (statistics.median(r[k] for r in runs), min(r[k] for r in runs), max(r[k] for r in runs))
+           for k in ("rps", "p50", "p99", "cpu_ms", "gen_ms", "rss")}
+    out["statuses"] = runs[-1]["statuses"]
+    return out
+
+
+def show(label: str, row: dict) -> None:
+    def cell(key: str, fmt: str) -> str:
+        median, low, high = row[key]
+        return f"{median:{fmt}} ({low:{fmt}}-{high:{fmt}})"
+    print(f"{label:<34} {cell('rps', '7.0f')}  p50 {cell('p50', '6.2f')}  p99 {cell('p99', '6.2f')}  "
+          f"cpu {cell('cpu_ms', '5.2f')} ms  rss {row['rss'][0]:5.0f} MB  gen {row['gen_ms'][0]:4.2f} ms  {row['statuses']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=1500, help="requests per run (the stock Axon gets a fifth)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes")
+    parser.add_argument("--v10-python", type=Path, default=DEFAULT_V10)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    home = Path(tempfile.mkdtemp(prefix="dm-bench-"))
+    wallets = str(dev.dev_wallets_dir(str(home)))
+    metagraph = home / "dev" / "metagraph.yaml"
+    dev.prepare(str(home), "dev-miner", "default", wallets, str(metagraph), 1)
+    for name in ["stranger"] + [f"flood-{i}" for i in range(20)]:
+        create_wallet(name, "default", wallets)
+    miner_hotkey = open_wallet("dev-miner", "default", wallets).hotkey.ss58_address
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
+    print(f"{'row':<34} {'req/s median (min-max)':<24}  latency ms median (min-max)   server CPU/request")
+
+    ports = {name: free_port() for name in ("miner", "floor", "axon")}
+    # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
+    miner = Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", f"axon.port={ports['miner']}",
+                             "axon.max_age=120", "hydra.run.dir=" + str(home / "run")], ports["miner"], env)
+    floor = Server("floor", [sys.executable, str(HERE / "floor.py"), "--port", str(ports["floor"]), "--hotkey",
+                             miner_hotkey], ports["floor"], env)
+    results = {}
+    try:
+        for c in levels:
+            for name, server in (("floor", floor), ("miner", miner)):
+                row = repeat(args.reps, lambda: measure(server, jobs(server, "btauth", wallets, dev.DEV_VALIDATOR,
+                                                                     miner_hotkey, c, args.requests, args.processes)))
+                results[(name, "btauth", c)] = row
+                show(f"{name} btauth/1 c={c}", row)
+        for c in levels:
+            row = repeat(args.reps, lambda: measure(miner, jobs(miner, "v10", wallets, dev.DEV_VALIDATOR, miner_hotkey,
+                                                                c, args.requests, args.processes)))
+            results[("miner", "v10", c)] = row
+            show(f"miner v10 route c={c}", row)
+        c = max(levels)
+        for who in ("stranger", dev.DEV_VALIDATOR):
+            row = repeat(args.reps, lambda: measure(miner, jobs(miner, "btauth", wallets, who, miner_hotkey, c,
+                                                                args.requests, args.processes)))
+            results[("reject" if who == "stranger" else "served", c)] = row
+            show(f"miner {'blacklisted' if who == 'stranger' else 'served'} c={c}", row)
+        alone = repeat(args.reps, lambda: measure(miner, jobs(miner, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey,
+                                                              1, args.requests // 5, 1)))
+        show("validator alone c=1", alone)
+        flood = [load.Job(miner.port, "btauth", wallets, f"flood-{i}", miner_hotkey, 1, args.requests // 4)
+                 for i in range(20)]
+        flooded = repeat(args.reps, lambda: measure(
+            miner, flood + jobs(miner, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1, args.requests // 5, 1),
+            focus=len(flood)))
+        show("validator under 20-caller flood", flooded)
+        rss = miner.rss_mb()
+    finally:
+        miner.stop()
+        floor.stop()
+
+    axon_rows = {}
+    if args.v10_python.exists():
+        axon = Server("axon", [str(args.v10_python), str(HERE / "v10_axon.py"), "--port", str(ports["axon"]),
+                               "--wallets", wallets, "--wallet", "dev-miner"], ports["axon"], env)
+        try:
+            for c in levels:
+                axon_rows[c] = repeat(args.reps, lambda: measure(axon, jobs(axon, "v10", wallets, dev.DEV_VALIDATOR,
+                                                                            miner_hotkey, c, args.requests // 5,
+                                                                            args.processes)))
+                show(f"stock v10 Axon c={c}", axon_rows[c])
+        finally:
+            axon.stop()
+    else:
+        print(f"(no bittensor 10 venv at {args.v10_python}: stock Axon rows skipped)")
+
+    print("\ntargets (ratios from this run)")
+    for c in levels:
+        ratio = results[("miner", "btauth", c)]["cpu_ms"][0] / results[("floor", "btauth", c)]["cpu_ms"][0]
+        print(f"  c={c:<3} miner CPU/request vs floor          {ratio:6.2f}x   (target <= 1.5)")
+    for c, row in axon_rows.items():
+        ratio = results[("miner", "v10", c)]["rps"][0] / row["rps"][0]
+        print(f"  c={c:<3} miner v10 req/s vs stock Axon       {ratio:6.1f}x   (target >= 20)")
+    ratio = results[("reject", max(levels))]["cpu_ms"][0] / results[("served", max(levels))]["cpu_ms"][0]
+    print(f"  blacklisted vs served CPU/request         {ratio:6.2f}x   (target <= 0.3)")
+    print(f"  validator p99 under flood vs alone        {flooded['p99'][0] / alone['p99'][0]:6.2f}x   (target <= 2)")
+    print(f"  echo miner RSS                            {rss:6.0f} MB  (target <= 150)")
+
+
+if __name__ == "__main__":
+    main()
