@@ -29,7 +29,7 @@ class Job:
     port: int
     protocol: str  # btauth or v10
     wallets: str
-    wallet: str  # the caller
+    wallet: str  # the caller; "a,b,c" spreads the connections over several callers
     receiver: str  # the miner's hotkey
     connections: int
     per_connection: int
@@ -46,7 +46,8 @@ def _http(port: int, headers: dict, body: bytes) -> bytes:
 
 def requests_for(job: Job, connection: int) -> list[bytes]:
     """One connection's requests, each a distinct prompt (the cache must not short-cut them)."""
-    keypair = open_wallet(job.wallet, "default", job.wallets).hotkey
+    callers = job.wallet.split(",")
+    keypair = open_wallet(callers[connection % len(callers)], "default", job.wallets).hotkey
     uid, out = str(uuid.uuid1()), []
     for i in range(job.per_connection):
         messages = [f"bench {job.tag}-{connection}-{i}"]

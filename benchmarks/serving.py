@@ -155,8 +155,9 @@ def main() -> None:
         alone = repeat(args.reps, lambda: measure(miner, jobs(miner, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey,
                                                               1, args.requests // 5, 1)))
         show("validator alone c=1", alone)
-        flood = [load.Job(miner.port, "btauth", wallets, f"flood-{i}", miner_hotkey, 1, args.requests // 4)
-                 for i in range(20)]
+        # 20 unregistered hotkeys, 10 connections in each of two generator processes.
+        flood = [load.Job(miner.port, "btauth", wallets, ",".join(f"flood-{i}" for i in range(p, 20, 2)),
+                          miner_hotkey, 10, args.requests // 20) for p in range(2)]
         flooded = repeat(args.reps, lambda: measure(
             miner, flood + jobs(miner, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1, args.requests // 5, 1),
             focus=len(flood)))

@@ -13,19 +13,21 @@ from typing import Any, AsyncIterator, Callable
 
 from .errors import PromptFailed
 from .protocol import Prompting
+from .server.scheduler import current_slot
 
 _DONE = object()
 
 
 async def in_thread(executor: Executor, fn: Callable, *args: Any) -> Any:
-    """`fn(*args)` in `executor`. If the caller is cancelled, wait for the thread to end before
-    re-raising: a thread cannot be stopped, and the caller's scheduler slot must stay taken
-    until it really is free, so `axon.max_concurrency` bounds the work truly running."""
+    """`fn(*args)` in `executor`. A thread cannot be stopped: if the caller is cancelled (its
+    deadline passed), the request's scheduler slot stays taken until the thread really ends, so
+    `axon.max_concurrency` bounds the work truly running, while the caller answers at once."""
     running = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:
-        await asyncio.wait([running])
+        if (slot := current_slot.get()) is not None:
+            slot.lend_until(running)
         raise
 
 

@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 import sqlite3
+import time
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import diskcache
@@ -20,6 +22,21 @@ _PENDING = ("declarative_miner", "pending")
 _POLL = 0.02  # seconds between looks at a prompt another process is computing
 
 
+def _open(directory: str, size_limit: int, sync_writes: bool) -> diskcache.Cache:
+    # cull_limit=0: expiry and size culling run in `cull()` (the miner calls it in the background),
+    # not inside every write on the request path. sqlite_synchronous=0 skips fsync: a crashed
+    # process (even kill -9) loses nothing, only an OS crash or power loss could.
+    options = dict(size_limit=size_limit, cull_limit=0, sqlite_synchronous=2 if sync_writes else 0)
+    try:
+        return diskcache.Cache(directory, **options)
+    except sqlite3.DatabaseError as exc:
+        aside = Path(directory).with_name(f"{Path(directory).name}.damaged-{int(time.time())}")
+        log.error("the prompt cache in %s cannot be opened (%s): moved it to %s and started afresh",
+                  directory, exc, aside)
+        Path(directory).rename(aside)
+        return diskcache.Cache(directory, **options)
+
+
 class PromptCache:
     """Remembers prompts for `ttl` seconds. `on_hit="reject"` refuses a recent duplicate;
     `on_hit="reuse"` answers it with the stored completion, and identical prompts that arrive
@@ -29,9 +46,9 @@ class PromptCache:
     logs why: requests are still served.
     """
 
-    def __init__(self, directory: str, ttl: float, on_hit: str, size_limit: int):
+    def __init__(self, directory: str, ttl: float, on_hit: str, size_limit: int, sync_writes: bool = False):
         self.ttl, self.on_hit = float(ttl), on_hit
-        self._store = diskcache.Cache(directory, size_limit=size_limit) if self.ttl > 0 else None
+        self._store = _open(directory, size_limit, sync_writes) if self.ttl > 0 else None
         self._computing: dict[str, asyncio.Future] = {}
         self.hits = 0
 
@@ -56,7 +73,11 @@ class PromptCache:
         if self.on_hit == "reject":
             if self._safely("claim", self._store.add, key, _PENDING, expire=self.ttl) is False:
                 raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
-            return await self._compute(key, compute)
+            try:
+                return await compute()
+            except BaseException:
+                self._safely("delete", self._store.delete, key)  # a failed prompt is no duplicate
+                raise
         return await self._reuse(key, compute)
 
     async def stream(self, key: str, produce: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
@@ -82,7 +103,7 @@ class PromptCache:
                 self._safely("delete", self._store.delete, key)
             raise
         if self._store is not None:
-            self._safely("write", self._store.set, key, "".join(chunks), expire=self.ttl)
+            self._remember(key, "".join(chunks))
 
     async def _reuse(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
         while True:
@@ -110,11 +131,22 @@ class PromptCache:
             future.exception()  # retrieved here: waiters re-raise it, nobody else must
             raise
         else:
-            self._safely("write", self._store.set, key, completion, expire=self.ttl)
+            self._remember(key, completion)
             future.set_result(completion)
             return completion
         finally:
             del self._computing[key]
+
+    def _remember(self, key: str, completion: str) -> None:
+        # Under `reject` the claim is all that matters: the completion is never read back.
+        if self.on_hit == "reuse":
+            self._safely("write", self._store.set, key, completion, expire=self.ttl)
+
+    def cull(self) -> int:
+        """Drop expired entries, then the oldest beyond `size_limit`; returns how many went."""
+        if self._store is None:
+            return 0
+        return self._safely("cull", self._store.cull) or 0
 
     def _safely(self, what: str, operation: Callable, *args, **kwargs):
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import contextlib
 import inspect
@@ -36,6 +37,8 @@ from .server.serving import HttpServer
 from .wallet import open_wallet
 
 log = logging.getLogger(__name__)
+
+CULL_INTERVAL = 30.0  # seconds between sweeps of expired prompt-cache entries
 
 
 class _Problems:
@@ -135,7 +138,7 @@ class Miner:
         problems.raise_if_any()
         log.info("Instantiating prompt <%s>", target)
         self.cache = PromptCache(str(Path(s.cache.directory).expanduser()), s.cache.ttl,
-                                 s.cache.on_hit.value, s.cache.size_limit)
+                                 s.cache.on_hit.value, s.cache.size_limit, s.cache.sync_writes)
         self._executor = concurrent.futures.ThreadPoolExecutor(s.axon.max_concurrency, "prompt")
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -235,6 +238,8 @@ class Miner:
     async def _call(self, fn: Callable, synapse: Prompting) -> Any:
         if inspect.iscoroutinefunction(fn):
             return await fn(synapse)
+        if inspect.isasyncgenfunction(fn):
+            return fn(synapse)  # creating an async generator runs none of it: no thread needed
         result = await in_thread(self._executor, fn, synapse)
         return await result if inspect.isawaitable(result) else result
 
@@ -312,6 +317,17 @@ class Miner:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = concurrent.futures.ThreadPoolExecutor(self.settings.axon.max_concurrency, "prompt")
 
+    async def _start_culling(self) -> None:
+        async def cull_forever() -> None:
+            while True:
+                await asyncio.sleep(CULL_INTERVAL)
+                await asyncio.to_thread(self.cache.cull)
+
+        self._culling = asyncio.get_running_loop().create_task(cull_forever())
+
+    async def _stop_culling(self) -> None:
+        self._culling.cancel()
+
     def _publish(self) -> None:
         a = self.settings.axon
         if self.chain is None or not self.settings.network.publish_axon:
@@ -339,7 +355,8 @@ class Miner:
             priority=self.priority, prompt=self._prompt, stream=self._stream,
             health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count, scheduler=Scheduler(a.max_concurrency, a.max_queue),
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
-            on_startup=[self._announce, self._sync.start], on_shutdown=[self._sync.stop],
+            on_startup=[self._announce, self._sync.start, self._start_culling],
+            on_shutdown=[self._sync.stop, self._stop_culling],
         )
 
     async def _announce(self) -> None:

@@ -74,6 +74,7 @@ class CacheConfig:
     directory: str = "${home}/cache"  # diskcache directory, shared by processes on this machine
     on_hit: OnHit = OnHit.reject  # reject: a recent prompt gets 409; reuse: answer the cached completion
     size_limit: int = 1073741824  # bytes on disk before the least recently used entries go
+    sync_writes: bool = False  # fsync every write: survives power loss, at twice the write cost
 
 
 @dataclass

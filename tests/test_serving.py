@@ -264,3 +264,12 @@ def test_an_edit_to_the_dev_metagraph_applies_while_serving(make_miner, client_f
         while miner.metagraph.by_hotkey(hotkeys["stranger"].ss58_address) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.prompt(["let me in"]).status == 200
+
+
+def test_a_damaged_cache_is_moved_aside_and_serving_goes_on(make_miner, client_for, home):
+    cache = home / "cache"
+    cache.mkdir()
+    (cache / "cache.db").write_bytes(b"this is not a sqlite database" * 100)
+    with make_miner() as miner:
+        assert client_for(miner).prompt(["fresh start"]).status == 200
+    assert [p.name.startswith("cache.damaged-") for p in home.iterdir() if p.name != "cache"].count(True) == 1

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import AsyncIterator
 
 from ..protocol import Prompting
 
 
-def echo(request: Prompting) -> Iterator[str]:
-    """Yield the last message back word by word (with its spacing), so streaming is testable."""
-    yield from re.findall(r"\s*\S+|\s+$", request.messages[-1]) or [""]
+async def echo(request: Prompting) -> AsyncIterator[str]:
+    """Yield the last message back word by word (with its spacing), so streaming is testable.
+
+    Asynchronous because it never blocks: it runs on the event loop, with no worker thread.
+    """
+    for word in re.findall(r"\s*\S+|\s+$", request.messages[-1]) or [""]:
+        yield word

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ from ..errors import (BadRequest, BodyTooLarge, Blacklisted, NotAuthenticated, N
                       OverCapacity, PromptTimeout, RequestError, RequestTimeout, Unavailable)
 from ..protocol import Prompting, TerminalInfo, prompting_from
 from .auth import BtAuth
-from .scheduler import Scheduler
+from .scheduler import Scheduler, Slot, current_slot
 from .v10 import CLAIMED_HOTKEY as V10_CLAIM
 from .v10 import V10Auth
 
@@ -128,8 +129,9 @@ class MinerApp:
 
     async def _read_body(self, receive: Callable) -> bytes:
         try:
-            return await asyncio.wait_for(self._receive_body(receive), self.limits.request_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.limits.request_timeout):
+                return await self._receive_body(receive)
+        except TimeoutError:
             raise RequestTimeout(f"body not received within {self.limits.request_timeout:g} s") from None
 
     async def _receive_body(self, receive: Callable) -> bytes:
@@ -146,50 +148,58 @@ class MinerApp:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _run(self, request: Prompting, priority: float) -> Prompting:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.request_timeout
+    @contextlib.asynccontextmanager
+    async def _slot(self, priority: float) -> AsyncIterator[float]:
+        """Hold a scheduler slot; yields the deadline (loop time) shared by queueing and work."""
+        deadline = asyncio.get_running_loop().time() + self.limits.request_timeout
         await self.scheduler.acquire(priority, self.limits.request_timeout)
-        task = asyncio.ensure_future(self.prompt(request))
-        task.add_done_callback(lambda _: self.scheduler.release())
+        slot = Slot(self.scheduler)
+        token = current_slot.set(slot)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
-            task.cancel()
-            raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
+            yield deadline
+        finally:
+            current_slot.reset(token)
+            if not slot.lent:
+                slot.release()
+
+    async def _run(self, request: Prompting, priority: float) -> Prompting:
+        async with self._slot(priority) as deadline:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self.prompt(request)
+            except TimeoutError:
+                raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
 
     async def _stream(self, send: Callable, request: Prompting, priority: float, protocol) -> None:
         """Stream the answer as it is produced. Errors before the first chunk are ordinary JSON
         errors; after it the status is sent, so the stream ends with the protocol's error frame."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.request_timeout
-        await self.scheduler.acquire(priority, self.limits.request_timeout)
-        chunks = self.stream(request).__aiter__()
-        try:
-            first = await self._next(chunks, deadline)
-            await send({"type": "http.response.start", "status": 200, "headers": protocol.stream_headers()})
-            completion = []
+        async with self._slot(priority) as deadline:
+            chunks = self.stream(request).__aiter__()
             try:
-                chunk = first
-                while chunk is not None:
-                    completion.append(chunk)
-                    await send({"type": "http.response.body", "body": protocol.frame(chunk), "more_body": True})
-                    chunk = await self._next(chunks, deadline)
-                tail = protocol.final("".join(completion))
-            except RequestError as exc:
-                log.warning("stream ended early: %s", exc.reason)
-                tail = protocol.stream_error(exc)
-            await send({"type": "http.response.body", "body": tail})
-        finally:
-            await chunks.aclose()
-            self.scheduler.release()
+                first = await self._next(chunks, deadline)
+                await send({"type": "http.response.start", "status": 200, "headers": protocol.stream_headers()})
+                completion = []
+                try:
+                    chunk = first
+                    while chunk is not None:
+                        completion.append(chunk)
+                        await send({"type": "http.response.body", "body": protocol.frame(chunk), "more_body": True})
+                        chunk = await self._next(chunks, deadline)
+                    tail = protocol.final("".join(completion))
+                except RequestError as exc:
+                    log.warning("stream ended early: %s", exc.reason)
+                    tail = protocol.stream_error(exc)
+                await send({"type": "http.response.body", "body": tail})
+            finally:
+                await chunks.aclose()
 
     async def _next(self, chunks: AsyncIterator[str], deadline: float) -> Optional[str]:
         try:
-            return await asyncio.wait_for(chunks.__anext__(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            async with asyncio.timeout_at(deadline):
+                return await chunks.__anext__()
         except StopAsyncIteration:
             return None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 
@@ -59,3 +60,23 @@ class Scheduler:
                 granted.set_result(None)
                 return
         self._free += 1
+
+
+class Slot:
+    """One acquired slot. Work that outlives its request (a worker thread, which cannot be
+    stopped) borrows the slot with `lend_until`, so the slot frees only when the work ends."""
+
+    def __init__(self, scheduler: Scheduler):
+        self._scheduler, self._held, self.lent = scheduler, True, False
+
+    def lend_until(self, work: asyncio.Future) -> None:
+        self.lent = True
+        work.add_done_callback(lambda _: self.release())
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._scheduler.release()
+
+
+current_slot: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("current_slot", default=None)
