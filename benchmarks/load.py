@@ -9,6 +9,7 @@ generator was not the bottleneck.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ class Job:
 
 
 def _http(port: int, headers: dict, body: bytes) -> bytes:
-    head = [f"POST /Prompting HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    head = ["POST /Prompting HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
     head += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "content-length"]
     if not any(k.lower() == "content-type" for k in headers):
         head.append("Content-Type: application/json")
@@ -46,6 +47,8 @@ def _http(port: int, headers: dict, body: bytes) -> bytes:
 
 def requests_for(job: Job, connection: int) -> list[bytes]:
     """One connection's requests, each a distinct prompt (the cache must not short-cut them)."""
+    # Distinct nonces even when several processes sign for one hotkey in the same nanosecond.
+    nonces = itertools.count(time.time_ns() // 1000 * 1000 + os.getpid() % 1000, 1000)
     callers = job.wallet.split(",")
     keypair = open_wallet(callers[connection % len(callers)], "default", job.wallets).hotkey
     uid, out = str(uuid.uuid1()), []
@@ -56,7 +59,7 @@ def requests_for(job: Job, connection: int) -> list[bytes]:
         else:
             body = json.dumps({"roles": ["user"], "messages": messages}).encode()
             headers = http_auth.sign(keypair, method="POST", path="/Prompting", body=body,
-                                     receiver_ss58=job.receiver)
+                                     receiver_ss58=job.receiver, nonce_ns=next(nonces))
         out.append(_http(job.port, headers, body))
     return out
 

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load  # noqa: E402
@@ -127,10 +126,13 @@ def main() -> None:
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
     print(f"{'row':<34} {'req/s median (min-max)':<24}  latency ms median (min-max)   server CPU/request")
 
-    ports = {name: free_port() for name in ("miner", "floor", "axon")}
+    ports = {name: free_port() for name in ("miner", "uncached", "floor", "axon")}
     # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
     miner = Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", f"axon.port={ports['miner']}",
                              "axon.max_age=120", "hydra.run.dir=" + str(home / "run")], ports["miner"], env)
+    uncached = Server("uncached", [sys.executable, "-m", "declarative_miner", f"home={home}", "cache.ttl=0",
+                                   f"axon.port={ports['uncached']}", "axon.max_age=120",
+                                   "hydra.run.dir=" + str(home / "run2")], ports["uncached"], env)
     floor = Server("floor", [sys.executable, str(HERE / "floor.py"), "--port", str(ports["floor"]), "--hotkey",
                              miner_hotkey], ports["floor"], env)
     results = {}
@@ -141,6 +143,11 @@ def main() -> None:
                                                                      miner_hotkey, c, args.requests, args.processes)))
                 results[(name, "btauth", c)] = row
                 show(f"{name} btauth/1 c={c}", row)
+        for c in levels:
+            row = repeat(args.reps, lambda: measure(uncached, jobs(uncached, "btauth", wallets, dev.DEV_VALIDATOR,
+                                                                   miner_hotkey, c, args.requests, args.processes)))
+            results[("uncached", "btauth", c)] = row
+            show(f"miner cache.ttl=0 btauth/1 c={c}", row)
         for c in levels:
             row = repeat(args.reps, lambda: measure(miner, jobs(miner, "v10", wallets, dev.DEV_VALIDATOR, miner_hotkey,
                                                                 c, args.requests, args.processes)))
@@ -164,8 +171,8 @@ def main() -> None:
         show("validator under 20-caller flood", flooded)
         rss = miner.rss_mb()
     finally:
-        miner.stop()
-        floor.stop()
+        for server in (miner, uncached, floor):
+            server.stop()
 
     axon_rows = {}
     if args.v10_python.exists():
@@ -186,6 +193,8 @@ def main() -> None:
     for c in levels:
         ratio = results[("miner", "btauth", c)]["cpu_ms"][0] / results[("floor", "btauth", c)]["cpu_ms"][0]
         print(f"  c={c:<3} miner CPU/request vs floor          {ratio:6.2f}x   (target <= 1.5)")
+        ratio = results[("uncached", "btauth", c)]["cpu_ms"][0] / results[("floor", "btauth", c)]["cpu_ms"][0]
+        print(f"  c={c:<3}   the same with cache.ttl=0          {ratio:6.2f}x")
     for c, row in axon_rows.items():
         ratio = results[("miner", "v10", c)]["rps"][0] / row["rps"][0]
         print(f"  c={c:<3} miner v10 req/s vs stock Axon       {ratio:6.1f}x   (target >= 20)")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
+import time
+import venv
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -102,9 +106,39 @@ def client_for(hotkeys) -> Iterator[Callable[..., MinerClient]]:
         client.close()
 
 
+BITTENSOR_V10 = "bittensor==10.5.0"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "declarative-miner-tests" / "bt-10.5.0"
+
+
+@pytest.fixture(scope="session")
+def v10_python() -> Path:
+    """The interpreter of a venv holding bittensor 10.5.0, created once and cached (~30 s)."""
+    python, ready = CACHE / "bin" / "python", CACHE / ".ready"
+    if not ready.exists():
+        shutil.rmtree(CACHE, ignore_errors=True)
+        venv.create(CACHE, with_pip=True)
+        result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", BITTENSOR_V10],
+                                capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            shutil.rmtree(CACHE, ignore_errors=True)
+            unreachable = any(s in result.stderr for s in ("Could not find a version", "NewConnectionError",
+                                                           "Temporary failure in name resolution"))
+            if unreachable:
+                pytest.skip(f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: {result.stderr[-300:]}")
+            pytest.fail(f"installing {BITTENSOR_V10} failed:\n{result.stderr[-2000:]}")
+        ready.touch()
+    return python
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60):
     """Run `python -m declarative_miner ARGS` in a subprocess; returns the CompletedProcess."""
-    import subprocess
-
     return subprocess.run([sys.executable, "-m", "declarative_miner", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

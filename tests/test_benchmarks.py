@@ -15,3 +15,21 @@ def test_the_policy_benchmark_runs_and_prints_both_comparisons(tmp_path):
                             env={"DECLARATIVE_MINER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert "ratio          " in result.stdout and "ratio high/low" in result.stdout
+
+
+def test_the_cache_benchmark_runs_at_a_tiny_size(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cache.py"), "--small", "10", "--large", "100",
+                             "--ops", "30"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "claim a new prompt" in result.stdout and "answer a cached prompt" in result.stdout
+
+
+def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--requests", "40", "--reps", "1",
+                             "--concurrency", "1,2", "--v10-python", str(v10_python)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("floor btauth/1 c=2", "miner btauth/1 c=2", "miner v10 route c=2", "miner blacklisted c=2",
+                "validator under 20-caller flood", "stock v10 Axon c=2", "miner CPU/request vs floor",
+                "blacklisted vs served"):
+        assert row in result.stdout, result.stdout

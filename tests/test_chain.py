@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import bittensor as bt
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from declarative_miner.config import ConfigError, compose
 from declarative_miner.miner import Miner
 
+from .conftest import wait_until
 from .fake_substrate import ChainNeuron, FakeSubstrate
 
 
@@ -43,12 +43,6 @@ def live_miner(home, chain, wallets_dir):
         if subtensor._loop_thread is not None:
             subtensor._loop_thread._loop.close()
 
-
-def _wait(condition, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_a_registered_miner_reads_the_metagraph_and_logs_its_standing(live_miner, client_for, caplog):
@@ -93,7 +87,7 @@ def test_resync_picks_up_new_validators_without_a_request_reading_the_chain(live
     with live_miner("network.sync_interval=0.1") as miner:
         assert client_for(miner, "small-validator").prompt(["hi"]).status == 403
         chain.neurons.append(ChainNeuron(hotkeys["small-validator"].ss58_address, stake=5000, validator_permit=True))
-        _wait(lambda: miner.metagraph.by_hotkey(hotkeys["small-validator"].ss58_address) is not None)
+        wait_until(lambda: miner.metagraph.by_hotkey(hotkeys["small-validator"].ss58_address) is not None)
         assert client_for(miner, "small-validator").prompt(["hi"]).status == 200
 
 
@@ -103,15 +97,15 @@ def test_an_unreachable_chain_keeps_the_last_snapshot_then_fails_closed_until_a_
         client = client_for(miner)
         chain.reachable = False
         with caplog.at_level(logging.WARNING):
-            _wait(lambda: "metagraph refresh failed, serving on the snapshot" in caplog.text)
+            wait_until(lambda: "metagraph refresh failed, serving on the snapshot" in caplog.text)
         if miner.metagraph.age < 0.6:
             assert client.prompt(["still"]).status == 200
-        _wait(lambda: miner.metagraph.age > 0.6)
+        wait_until(lambda: miner.metagraph.age > 0.6)
         closed = client.prompt(["closed"])
         assert (closed.status, closed.error) == (503, "unavailable")
         assert "the metagraph is" in closed.reason and closed.headers["retry-after"] == "5"
         chain.reachable = True
-        _wait(lambda: miner.metagraph.age < 0.6)
+        wait_until(lambda: miner.metagraph.age < 0.6)
         assert client.prompt(["open again"]).status == 200
 
 

@@ -14,14 +14,23 @@ import pytest
 from declarative_miner.chain.metagraph import Metagraph, Neuron
 from declarative_miner.client import MinerClient
 from declarative_miner.errors import RateLimited
-from declarative_miner.policies.blacklist import (AllowHotkeys, AllowIps, Blacklist, DenyHotkeys, DenyIps,
-                                                 MinStake, Registered, ValidatorPermit)
+from declarative_miner.policies.blacklist import (
+    AllowHotkeys,
+    AllowIps,
+    Blacklist,
+    DenyHotkeys,
+    DenyIps,
+    MinStake,
+    Registered,
+    ValidatorPermit,
+)
 from declarative_miner.policies.lists import HotkeyList
 from declarative_miner.policies.priority import TimeStake, by_stake
 from declarative_miner.policies.rate_limit import RateLimit
 from declarative_miner.protocol import Prompting, TerminalInfo
 
 from . import prompts
+from .conftest import wait_until
 from .test_first_run import Running
 
 A, B, C = ("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
@@ -157,12 +166,6 @@ def _health(miner) -> dict:
     return httpx.get(f"http://127.0.0.1:{miner.port}/health").json()
 
 
-def _wait(condition, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-
 
 def test_a_high_stake_request_queued_last_runs_before_low_stake_ones(make_miner, client_for, hotkeys):
     prompts.served.clear()
@@ -176,12 +179,12 @@ def test_a_high_stake_request_queued_last_runs_before_low_stake_ones(make_miner,
             threads[-1].start()
 
         send("dev-validator", "gate")
-        _wait(lambda: prompts.served == ["gate"])
+        wait_until(lambda: prompts.served == ["gate"])
         for i in range(3):
             send("stranger", f"low{i}")
-            _wait(lambda: _health(miner)["queued"] == i + 1)
+            wait_until(lambda: _health(miner)["queued"] == i + 1)
         send("dev-validator", "high")
-        _wait(lambda: _health(miner)["queued"] == 4)
+        wait_until(lambda: _health(miner)["queued"] == 4)
         prompts.gate.set()
         for thread in threads:
             thread.join(30)
@@ -195,11 +198,11 @@ def test_a_full_queue_is_503_and_a_deadline_passed_in_the_queue_is_504_without_r
                     "cache.ttl=0", "axon.request_timeout=3") as miner:
         holder = threading.Thread(target=client_for(miner).prompt, args=(["gate"],))
         holder.start()
-        _wait(lambda: prompts.served == ["gate"])
+        wait_until(lambda: prompts.served == ["gate"])
         queued = []
         waiter = threading.Thread(target=lambda: queued.append(client_for(miner).prompt(["waits"])))
         waiter.start()
-        _wait(lambda: _health(miner)["queued"] == 1)
+        wait_until(lambda: _health(miner)["queued"] == 1)
         full = client_for(miner).prompt(["no room"])
         waiter.join(30)
         prompts.gate.set()
@@ -218,7 +221,7 @@ def test_reuse_computes_concurrent_identical_prompts_once(make_miner, client_for
                    for _ in range(5)]
         for thread in threads:
             thread.start()
-        _wait(lambda: _health(miner)["inflight"] == 5)
+        wait_until(lambda: _health(miner)["inflight"] == 5)
         prompts.gate.set()
         for thread in threads:
             thread.join(30)

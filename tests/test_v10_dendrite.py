@@ -4,36 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import venv
 from pathlib import Path
 
-import pytest
-
-BITTENSOR_V10 = "bittensor==10.5.0"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "declarative-miner-tests" / "bt-10.5.0"
 DRIVER = Path(__file__).parent / "v10" / "dendrite_driver.py"
-
-
-@pytest.fixture(scope="session")
-def v10_python() -> Path:
-    """The interpreter of a venv holding bittensor 10.5.0, created once and cached (~30 s)."""
-    python, ready = CACHE / "bin" / "python", CACHE / ".ready"
-    if not ready.exists():
-        shutil.rmtree(CACHE, ignore_errors=True)
-        venv.create(CACHE, with_pip=True)
-        result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", BITTENSOR_V10],
-                                capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            shutil.rmtree(CACHE, ignore_errors=True)
-            unreachable = any(s in result.stderr for s in ("Could not find a version", "NewConnectionError",
-                                                           "Temporary failure in name resolution"))
-            if unreachable:
-                pytest.skip(f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: {result.stderr[-300:]}")
-            pytest.fail(f"installing {BITTENSOR_V10} failed:\n{result.stderr[-2000:]}")
-        ready.touch()
-    return python
 
 
 def dendrite(v10_python: Path, miner, wallets_dir: Path, wallet: str, *scenarios: str) -> dict:

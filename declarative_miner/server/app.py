@@ -10,8 +10,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
-from ..errors import (BadRequest, BodyTooLarge, Blacklisted, NotAuthenticated, NotFound,
-                      OverCapacity, PromptTimeout, RequestError, RequestTimeout, Unavailable)
+from ..errors import (
+    BadRequest,
+    Blacklisted,
+    BodyTooLarge,
+    NotAuthenticated,
+    NotFound,
+    OverCapacity,
+    PromptTimeout,
+    RequestError,
+    RequestTimeout,
+    Unavailable,
+)
 from ..protocol import Prompting, TerminalInfo, prompting_from
 from .auth import BtAuth
 from .scheduler import Scheduler, Slot, current_slot

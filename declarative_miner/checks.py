@@ -1,0 +1,57 @@
+"""Cross-field checks of a composed config, and collecting problems so all are reported at once."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .config import ConfigError, ConfigProblem
+from .schema import MinerConfig
+
+
+class Problems:
+    """Collects ConfigErrors from independent build steps so all are reported together."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigProblem] = []
+
+    def attempt(self, step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except ConfigError as exc:
+            self.found.extend(exc.problems)
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise ConfigError(self.found)
+
+
+def check(settings: MinerConfig) -> list[ConfigProblem]:
+    """Cross-field rules the schema's types cannot express."""
+    axon, problems = settings.axon, []
+
+    def need(ok: bool, key: str, got: Any, expected: str) -> None:
+        if not ok:
+            problems.append(ConfigProblem(key, f"out of range (got {got}; expected {expected})"))
+
+    for key in ("port", "external_port"):
+        port = getattr(axon, key)
+        need(port is None or 0 <= port <= 65535, f"axon.{key}", port, "a port from 0 to 65535")
+    need(axon.max_concurrency >= 1, "axon.max_concurrency", axon.max_concurrency, "at least 1")
+    need(axon.max_queue >= 0, "axon.max_queue", axon.max_queue, "0 or more")
+    need(axon.request_timeout > 0, "axon.request_timeout", axon.request_timeout, "seconds > 0")
+    need(axon.max_body_bytes > 0, "axon.max_body_bytes", axon.max_body_bytes, "bytes > 0")
+    need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
+    need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")
+    need(settings.cache.ttl >= 0, "cache.ttl", settings.cache.ttl, "seconds >= 0 (0 disables)")
+    need(settings.network.sync_interval > 0, "network.sync_interval", settings.network.sync_interval, "seconds > 0")
+    network = settings.network
+    need(network.name in ("dev", "finney", "test", "local") or network.name.startswith(("ws://", "wss://")),
+         "network.name", network.name, "dev, finney, test, local or a ws:// endpoint")
+    need(network.max_snapshot_age is None or network.max_snapshot_age > 0, "network.max_snapshot_age",
+         network.max_snapshot_age, "seconds > 0, or null for 3 x sync_interval")
+    if network.name != "dev" and network.publish_axon and not axon.external_ip and axon.ip in ("0.0.0.0", "::"):
+        problems.append(ConfigProblem("axon.external_ip", f"missing (got axon.ip={axon.ip}, which validators cannot "
+                                      "reach; expected the public address to publish, or network.publish_axon=false)"))
+    need("_target_" in settings.prompt, "prompt._target_", None, "an import path to the prompt callable")
+    return problems
