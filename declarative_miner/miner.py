@@ -31,6 +31,7 @@ from .policies.priority import STRATEGIES
 from .protocol import Prompting
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
+from .server.metrics import Metrics
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .server.v10 import V10Auth
@@ -301,14 +302,23 @@ class Miner:
         a = self.settings.axon
         auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
                       require_receiver=a.require_receiver)
-        return MinerApp(
+        scheduler = Scheduler(a.max_concurrency, a.max_queue)
+        metrics = Metrics({
+            "miner_queue_depth": ("Requests waiting for a slot", lambda: scheduler.waiting),
+            "miner_cache_hits": ("Prompts answered from the cache since start", lambda: self.cache.hits),
+            "miner_metagraph_age_seconds": ("Seconds since the metagraph was read", lambda: self.metagraph.age),
+            "miner_metagraph_block": ("Block of the metagraph in use", lambda: self.metagraph.block),
+        })
+        app = MinerApp(
             auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew), blacklist=self.blacklist,
             priority=self.priority, prompt=self._prompt, stream=self._stream,
-            health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count, scheduler=Scheduler(a.max_concurrency, a.max_queue),
+            health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count,
+            scheduler=scheduler, metrics=metrics,
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
             on_startup=[self._announce, self._sync.start, self._start_culling],
             on_shutdown=[self._sync.stop, self._stop_culling],
         )
+        return app
 
     async def _announce(self) -> None:
         a = self.settings.axon

@@ -39,7 +39,18 @@ def _string_list(body: dict, key: str) -> list[str]:
     value = body.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise MalformedBody(f"'{key}' must be a list of strings")
+    for item in value:
+        if not item.isascii():
+            _require_unicode(item, key)
     return value
+
+
+def _require_unicode(text: str, key: str) -> None:
+    # JSON may escape lone surrogates ("\ud800"): valid JSON, but not text anything can encode.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise MalformedBody(f"'{key}' holds a lone surrogate, which is not valid Unicode text") from None
 
 
 def decode_json(raw: bytes) -> dict:

@@ -273,3 +273,22 @@ def test_a_damaged_cache_is_moved_aside_and_serving_goes_on(make_miner, client_f
     with make_miner() as miner:
         assert client_for(miner).prompt(["fresh start"]).status == 200
     assert [p.name.startswith("cache.damaged-") for p in home.iterdir() if p.name != "cache"].count(True) == 1
+
+
+def test_metrics_count_requests_by_protocol_and_outcome_and_report_the_state(make_miner, client_for):
+    with make_miner() as miner:
+        client = client_for(miner)
+        client.prompt(["counted"])
+        client.prompt(["counted"])
+        client.prompt(["v10 counted"], protocol="v10")
+        client_for(miner, "stranger").prompt(["no"])
+        response = httpx.get(f"http://127.0.0.1:{miner.port}/metrics")
+    text = response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'miner_requests_total{protocol="btauth",route="/Prompting",status="200"} 1.0' in text
+    assert 'miner_requests_total{protocol="btauth",route="/Prompting",status="409"} 1.0' in text
+    assert 'miner_requests_total{protocol="btauth",route="/Prompting",status="403"} 1.0' in text
+    assert 'miner_requests_total{protocol="v10",route="/Prompting",status="200"} 1.0' in text
+    assert 'miner_request_seconds_bucket{le="0.5",protocol="btauth",route="/Prompting"}' in text
+    for gauge in ("miner_queue_depth 0.0", "miner_inflight 0.0", "miner_cache_hits 0.0", "miner_metagraph_age_seconds"):
+        assert gauge in text

@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..protocol import Prompting, TerminalInfo, prompting_from
 from .auth import BtAuth
+from .metrics import CONTENT_TYPE, Metrics
 from .scheduler import Scheduler, Slot, current_slot
 from .v10 import CLAIMED_HOTKEY as V10_CLAIM
 from .v10 import V10Auth
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PROMPT_ROUTE = "/Prompting"
 STREAM_ROUTE = "/StreamPrompting"
+ROUTES = (PROMPT_ROUTE, STREAM_ROUTE, "/health")
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,15 @@ class MinerApp:
                  health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
                  on_verified: Callable[[Prompting], None] = lambda request: None,
                  unavailable: Callable[[], Optional[str]] = lambda: None,
+                 metrics: Optional[Metrics] = None,
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
         self.auth, self.v10 = auth, v10
         self.blacklist, self.priority, self.prompt, self.stream = blacklist, priority, prompt, stream
         self.health, self.scheduler, self.limits = health, scheduler, limits
-        self.on_verified, self.unavailable = on_verified, unavailable
+        self.on_verified, self.unavailable, self.metrics = on_verified, unavailable, metrics
+        if metrics is not None:
+            metrics.gauge("miner_inflight", "Requests anywhere in the pipeline", lambda: self.inflight)
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
         self.inflight = 0
 
@@ -76,19 +81,25 @@ class MinerApp:
             return
         if scope["type"] != "http":
             return
+        if scope["path"] == "/metrics" and self.metrics is not None:
+            await send_bytes(send, 200, self.metrics.render(), CONTENT_TYPE)
+            return
+        started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         protocol = self.v10 if V10_CLAIM in headers else self.auth
         try:
             answer = await self._route(scope, receive, send, headers, protocol)
-            if answer is None:
-                return  # streamed
-            status, (payload, extra) = 200, answer
+            status, (payload, extra) = 200, answer if answer is not None else (None, None)
         except RequestError as exc:
             status, (payload, extra) = exc.status, protocol.failure(exc)
         except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
             log.exception("request failed")
             status, (payload, extra) = 500, protocol.failure(RequestError(f"{type(exc).__name__}: {exc}"))
-        await send_json(send, status, payload, extra)
+        if payload is not None:  # None: the answer was streamed
+            await send_json(send, status, payload, extra)
+        if self.metrics is not None:
+            route = scope["path"] if scope["path"] in ROUTES else "other"
+            self.metrics.observe(protocol.protocol, route, status, time.perf_counter() - started)
 
     async def _route(self, scope: dict, receive: Callable, send: Callable, headers: dict,
                      protocol) -> Optional[tuple[dict, dict]]:
@@ -236,8 +247,12 @@ def _target(scope: dict) -> str:
 
 
 async def send_json(send: Callable, status: int, payload: Any, headers: dict[str, str]) -> None:
-    body = json.dumps(payload).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send_bytes(send, status, json.dumps(payload).encode(), "application/json", headers)
+
+
+async def send_bytes(send: Callable, status: int, body: bytes, content_type: str,
+                     headers: dict[str, str] | None = None) -> None:
+    raw_headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})

@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Optional
 from bittensor.sp_core import CRYPTO_SR25519
 from bittensor.sp_core import verify as sr25519_verify
 
-from ..errors import NotAuthenticated, RequestError
+from ..errors import MalformedBody, NotAuthenticated, RequestError
 from ..protocol import Prompting, TerminalInfo, decode_json
 
 CLAIMED_HOTKEY = "bt_header_dendrite_hotkey"
@@ -83,7 +83,10 @@ class V10Auth:
                      ip: Optional[str]) -> tuple[TerminalInfo, dict]:
         """The verified caller and the decoded body (which the signed hash is computed from)."""
         body = decode_json(raw)
-        return self.verify(headers, body, ip=ip), body
+        try:
+            return self.verify(headers, body, ip=ip), body
+        except UnicodeEncodeError:  # the hash needs the fields' text; lone surrogates have none
+            raise MalformedBody("the signed fields hold a lone surrogate, which is not valid Unicode text") from None
 
     def verify(self, headers: Mapping[str, str], body: dict, *, ip: Optional[str]) -> TerminalInfo:
         """The verified caller, or `NotAuthenticated` saying what failed."""
