@@ -41,6 +41,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.max_queue >= 0, "axon.max_queue", axon.max_queue, "0 or more")
     need(axon.request_timeout > 0, "axon.request_timeout", axon.request_timeout, "seconds > 0")
     need(axon.max_body_bytes > 0, "axon.max_body_bytes", axon.max_body_bytes, "bytes > 0")
+    need(axon.max_header_bytes >= 1024, "axon.max_header_bytes", axon.max_header_bytes, "at least 1024 bytes")
+    need(axon.max_connections >= 1, "axon.max_connections", axon.max_connections, "at least 1")
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
     need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")
     need(settings.cache.ttl >= 0, "cache.ttl", settings.cache.ttl, "seconds >= 0 (0 disables)")

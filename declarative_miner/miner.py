@@ -260,7 +260,9 @@ class Miner:
 
     def _new_server(self) -> HttpServer:
         a = self.settings.axon
-        return HttpServer(self._make_app(), a.ip, a.port, drain_timeout=a.request_timeout)
+        return HttpServer(self._make_app(), a.ip, a.port, drain_timeout=a.request_timeout,
+                          max_connections=a.max_connections, max_header_bytes=a.max_header_bytes,
+                          header_timeout=a.request_timeout)
 
     def _serve(self) -> None:
         try:

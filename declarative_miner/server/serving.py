@@ -12,6 +12,7 @@ from typing import Iterator
 import uvicorn
 
 from ..config import ConfigError, ConfigProblem
+from .http import guarded_protocol
 
 
 class _Uvicorn(uvicorn.Server):
@@ -42,14 +43,18 @@ class _Uvicorn(uvicorn.Server):
 class HttpServer:
     """uvicorn serving `app` on `host:port` (0 = any free port), bound before serving starts,
     so a taken port is a clear error in the caller's thread. Stopping drains in-flight requests
-    for at most `drain_timeout` seconds."""
+    for at most `drain_timeout` seconds. Connections, header bytes and the time to send headers
+    are bounded."""
 
-    def __init__(self, app, host: str, port: int, *, drain_timeout: float):
+    def __init__(self, app, host: str, port: int, *, drain_timeout: float, max_connections: int,
+                 max_header_bytes: int, header_timeout: float):
         self.host, self._port = host, port
         self._ready = threading.Event()
         self._socket: socket.socket | None = None
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=max(1, int(drain_timeout)))
+                                timeout_graceful_shutdown=max(1, int(drain_timeout)),
+                                limit_concurrency=max_connections,
+                                http=guarded_protocol(max_header_bytes, header_timeout))
         self._uvicorn = _Uvicorn(config, self._ready)
 
     @property
