@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional
@@ -32,9 +33,11 @@ from .protocol import Prompting
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
+from .server.replay import DiskLedger, DiskNonceStore
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .server.v10 import V10Auth
+from .server.workers import supervise
 from .wallet import open_wallet
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ class Miner:
         self._executor = concurrent.futures.ThreadPoolExecutor(s.axon.max_concurrency, "prompt")
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
+        self._stores: list = []
 
     def _open_wallet(self):
         s = self.settings
@@ -214,6 +218,15 @@ class Miner:
         self._server = self._new_server()
         self._server.bind()
         self._publish()
+        if self.settings.axon.workers == 1:
+            self._serve()
+            return
+        self._close_files()  # each worker opens its own SQLite connections after the fork
+        supervise(self.settings.axon.workers, self._serve_as_worker)
+
+    def _serve_as_worker(self) -> None:
+        if self.chain is not None:  # the parent's connection lives on a thread the fork did not copy
+            self.chain.subtensor = bt.Subtensor(self.settings.network.name)
         self._serve()
 
     def run_in_background_thread(self, timeout: float = 30.0) -> None:
@@ -300,10 +313,28 @@ class Miner:
             return f"the metagraph is {age:.0f} s old (bound {bound:g} s): refreshing it has failed since; retrying"
         return None
 
+    def _replay_stores(self) -> tuple:
+        """btauth/1's nonce store and the v10 ledger: in memory, or on disk for several workers."""
+        a = self.settings.axon
+        retention = max(a.max_age + a.allowed_skew + 1.0, 65.0)
+        if a.replay_store == "memory" or (a.replay_store == "auto" and a.workers == 1):
+            return None, None
+        directory = Path(self.settings.home).expanduser() / "replay"
+        for store in self._stores:
+            store.close()
+        self._stores = [DiskNonceStore(str(directory / "btauth"), retention), DiskLedger(str(directory / "v10"), retention)]
+        return tuple(self._stores)
+
+    def _close_files(self) -> None:
+        self.cache.close()
+        for store in self._stores:
+            store.close()
+
     def _make_app(self) -> MinerApp:
         a = self.settings.axon
+        nonces, ledger = self._replay_stores()
         auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
-                      require_receiver=a.require_receiver)
+                      require_receiver=a.require_receiver, nonce_store=nonces)
         scheduler = Scheduler(a.max_concurrency, a.max_queue)
         metrics = Metrics({
             "miner_queue_depth": ("Requests waiting for a slot", lambda: scheduler.waiting),
@@ -312,7 +343,7 @@ class Miner:
             "miner_metagraph_block": ("Block of the metagraph in use", lambda: self.metagraph.block),
         })
         app = MinerApp(
-            auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew), blacklist=self.blacklist,
+            auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew, ledger=ledger), blacklist=self.blacklist,
             priority=self.priority, prompt=self._prompt, stream=self._stream,
             health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count,
             scheduler=scheduler, metrics=metrics,
@@ -339,7 +370,7 @@ class Miner:
         return {
             "status": "ok", "hotkey": self.hotkey, "network": self.settings.network.name,
             "netuid": self.settings.network.netuid, "registered": neuron is not None,
-            "uid": neuron.uid if neuron else None, "metagraph_block": self.metagraph.block,
+            "uid": neuron.uid if neuron else None, "pid": os.getpid(), "metagraph_block": self.metagraph.block,
             "metagraph_age": round(self.metagraph.age, 3),
         }
 
@@ -363,6 +394,6 @@ class Miner:
         """Release the cache, worker threads and chain connection (serving stops first)."""
         self.stop_run_thread()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self.cache.close()
+        self._close_files()
         if self.chain is not None:
             self.chain.subtensor.close()
