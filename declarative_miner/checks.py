@@ -43,8 +43,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.max_body_bytes > 0, "axon.max_body_bytes", axon.max_body_bytes, "bytes > 0")
     need(axon.max_header_bytes >= 1024, "axon.max_header_bytes", axon.max_header_bytes, "at least 1024 bytes")
     need(axon.workers >= 1, "axon.workers", axon.workers, "at least 1")
-    need(axon.replay_store in ("auto", "memory", "disk"), "axon.replay_store", axon.replay_store,
-         "auto, memory or disk")
+    need(axon.replay_store in ("auto", "memory", "disk") or axon.replay_store.startswith(("redis://", "rediss://", "unix://")),
+         "axon.replay_store", axon.replay_store, "auto, memory, disk or a redis:// URL")
     need(axon.max_connections >= 1, "axon.max_connections", axon.max_connections, "at least 1")
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
     need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")

@@ -33,7 +33,7 @@ from .protocol import Prompting
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
-from .server.replay import DiskLedger, DiskNonceStore
+from .server.replay import DiskLedger, DiskNonceStore, RedisLedger, RedisNonceStore
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .server.v10 import V10Auth
@@ -319,9 +319,12 @@ class Miner:
         retention = max(a.max_age + a.allowed_skew + 1.0, 65.0)
         if a.replay_store == "memory" or (a.replay_store == "auto" and a.workers == 1):
             return None, None
-        directory = Path(self.settings.home).expanduser() / "replay"
         for store in self._stores:
             store.close()
+        if a.replay_store.startswith(("redis://", "rediss://", "unix://")):
+            self._stores = [RedisNonceStore(a.replay_store, retention), RedisLedger(a.replay_store, retention)]
+            return tuple(self._stores)
+        directory = Path(self.settings.home).expanduser() / "replay"
         self._stores = [DiskNonceStore(str(directory / "btauth"), retention), DiskLedger(str(directory / "v10"), retention)]
         return tuple(self._stores)
 

@@ -53,7 +53,7 @@ class AxonConfig:
     max_header_bytes: int = 32768  # request line plus headers; more gets 431 and the connection closes
     max_connections: int = 2048  # open connections at once (per worker); beyond that new requests get 503
     workers: int = 1  # server processes on this port; they share the prompt cache and the replay store
-    replay_store: str = "auto"  # where accepted nonces live: memory, disk (shared by workers), auto (disk if workers > 1)
+    replay_store: str = "auto"  # accepted nonces: memory, disk (shared by workers), redis://… (by machines), auto
     max_age: float = 10.0  # btauth/1: seconds a signed nonce stays fresh
     allowed_skew: float = 2.0  # btauth/1: seconds a caller's clock may run ahead of ours
     require_receiver: bool = True  # btauth/1: reject requests not bound to this miner's hotkey

@@ -106,6 +106,7 @@ def test_a_tampered_body_is_a_401(make_miner, client_for):
     (lambda h: {**h, "X-Bittensor-Receiver": "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"}, "WrongReceiver"),
     (lambda h: {k: v for k, v in h.items() if k != "X-Bittensor-Signature"}, "MalformedAuth"),
     (lambda h: {**h, "X-Bittensor-Nonce": str(int(h["X-Bittensor-Nonce"]) - 60 * 10**9)}, "StaleRequest"),
+    (lambda h: {**h, "X-Bittensor-Nonce": str(int(h["X-Bittensor-Nonce"]) + 60 * 10**9)}, "StaleRequest"),
 ])
 def test_auth_failures_are_401_with_their_reason(make_miner, client_for, tamper, expected):
     with make_miner() as miner:

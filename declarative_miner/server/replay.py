@@ -1,7 +1,8 @@
-"""Replay protection shared by every server process on a machine (diskcache on disk).
+"""Replay protection shared by several server processes: on disk (diskcache) for the workers
+of one machine, in Redis for several machines behind one hotkey.
 
-One process keeps these stores in memory; several (`axon.workers`) must share them, or a request
-replayed to another worker would be accepted.
+One process keeps these stores in memory; several must share them, or a request replayed to
+another worker would be accepted.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Optional
 
 import diskcache
+
+from ..errors import Unavailable
 
 
 def _open(directory: str) -> diskcache.Cache:
@@ -51,3 +54,54 @@ class DiskLedger:
 
     def close(self) -> None:
         self._store.close()
+
+
+# Nonces are 19-digit nanosecond counts, beyond a Lua number's exact range: compare as decimals.
+_ADVANCE = """
+local last = redis.call('GET', KEYS[1])
+if last and (#last > #ARGV[1] or (#last == #ARGV[1] and last >= ARGV[1])) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+class _Redis:
+    """Stores in Redis, for several machines behind one hotkey. Unreachable Redis fails closed:
+    the request gets 503, never a pass."""
+
+    def __init__(self, url: str, retention: float):
+        import redis
+
+        self.retention, self._expire = retention, int(retention) + 1
+        self._redis, self._errors = redis.Redis.from_url(url, socket_timeout=2), redis.RedisError
+
+    def _call(self, operation, *args, **kwargs):
+        try:
+            return operation(*args, **kwargs)
+        except self._errors as exc:
+            raise Unavailable(f"the replay store is unreachable ({type(exc).__name__}); try again") from None
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class RedisNonceStore(_Redis):
+    """btauth/1's `NonceStore` in Redis (SET NX EX)."""
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        return bool(self._call(self._redis.set, f"dm:btauth:{hotkey_ss58}:{nonce_ns}", 1, nx=True, ex=self._expire))
+
+
+class RedisLedger(_Redis):
+    """The v10 nonce ledger in Redis: the compare-and-set runs atomically as a script."""
+
+    def __init__(self, url: str, retention: float):
+        super().__init__(url, retention)
+        self._advance = self._redis.register_script(_ADVANCE)
+
+    def last(self, key: str) -> Optional[int]:
+        value = self._call(self._redis.get, f"dm:v10:{key}")
+        return int(value) if value is not None else None
+
+    def accept(self, key: str, nonce: int) -> bool:
+        return bool(self._call(self._advance, keys=[f"dm:v10:{key}"], args=[str(nonce), self._expire]))

@@ -1,0 +1,44 @@
+"""Faults around the miner: a full disk under the prompt cache degrades the cache, never the service."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+
+import pytest
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 2 MiB filesystem (tmpfs), so "disk full" is the kernel's answer, not a mock."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and the dev machines have it)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(directory) -> None:
+    with open(directory / "ballast", "wb", buffering=0) as ballast:
+        try:
+            while True:
+                ballast.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def test_a_full_disk_degrades_the_cache_and_every_request_is_still_served(make_miner, client_for, tiny_disk, caplog):
+    with make_miner(f"cache.directory={tiny_disk}/cache") as miner:
+        client = client_for(miner)
+        assert client.prompt(["before"]).status == 200
+        _fill(tiny_disk)
+        with caplog.at_level(logging.WARNING):
+            replies = [client.prompt([f"while full {i} " + "x" * 2000]) for i in range(20)]
+        assert [r.status for r in replies] == [200] * 20
+        assert "prompt cache claim failed, serving without it" in caplog.text
+        (tiny_disk / "ballast").unlink()
+        assert client.prompt(["after"]).status == 200
+        assert client.prompt(["after"]).status == 409  # the cache works again once there is room
