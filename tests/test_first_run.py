@@ -101,7 +101,7 @@ def test_the_client_explains_a_missing_wallet(tmp_path):
     assert "wallet.hotkey: no hotkey file at" in result.stderr and "btcli wallet new-hotkey" in result.stderr
 
 
-def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(fresh_home, hotkeys, wallets_dir):
+def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_with_503_and_exits_0(fresh_home, hotkeys, wallets_dir):
     import httpx
 
     from declarative_miner.client import MinerClient
@@ -120,8 +120,16 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(fresh_home, hotk
     deadline = time.monotonic() + 15
     while httpx.get(f"http://127.0.0.1:{port}/health").json()["inflight"] == 0:
         assert time.monotonic() < deadline
+    miner.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] != "draining":
+        assert time.monotonic() < deadline
+    latecomer = MinerClient(hotkeys["dev-validator"], port=port)
+    late = latecomer.prompt(["too late"])
+    latecomer.close()
     code = miner.stop(signal.SIGTERM)
     worker.join(30)
     client.close()
     assert code == 0
     assert (replies[0].status, replies[0].completion) == (200, "slow finish me")
+    assert (late.status, late.reason) == (503, "the miner is shutting down")

@@ -70,6 +70,7 @@ class MinerApp:
         self.blacklist, self.priority, self.prompt, self.stream = blacklist, priority, prompt, stream
         self.health, self.scheduler, self.limits = health, scheduler, limits
         self.on_verified, self.unavailable, self.metrics = on_verified, unavailable, metrics
+        self.draining = False
         if metrics is not None:
             metrics.gauge("miner_inflight", "Requests anywhere in the pipeline", lambda: self.inflight)
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
@@ -120,11 +121,14 @@ class MinerApp:
             finally:
                 self.inflight -= 1
         if path == "/health" and method in ("GET", "HEAD"):
-            return {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting}, {}
+            health = {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting}
+            return ({**health, "status": "draining"} if self.draining else health), {}
         raise NotFound(f"no route {method} {path}; try POST {PROMPT_ROUTE}, POST {STREAM_ROUTE} or GET /health")
 
     async def _admit(self, scope: dict, receive: Callable, headers: dict, protocol) -> tuple[Prompting, dict]:
         """Everything before the work: guards, blacklist, body, signature, shape."""
+        if self.draining:
+            raise Unavailable("the miner is shutting down", headers={"retry-after": "5", "connection": "close"})
         if reason := self.unavailable():
             raise Unavailable(reason, headers={"retry-after": "5"})
         self._check_length(headers.get("content-length"))
@@ -222,6 +226,13 @@ class MinerApp:
             return None
         except TimeoutError:
             raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new prompts (503) and wait, at most `timeout` s, for those in flight to finish."""
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.inflight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:

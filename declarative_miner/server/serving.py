@@ -12,13 +12,21 @@ from typing import Iterator
 import uvicorn
 
 from ..config import ConfigError, ConfigProblem
+from .app import MinerApp
 from .http import guarded_protocol
 
 
 class _Uvicorn(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, ready: threading.Event):
+    def __init__(self, config: uvicorn.Config, ready: threading.Event, drain_timeout: float):
         super().__init__(config)
-        self._ready = ready
+        self._ready, self._drain_timeout = ready, drain_timeout
+
+    async def shutdown(self, sockets=None) -> None:
+        # uvicorn closes its listener first, so requests arriving during the drain would be
+        # refused at the socket; drain while still listening, so they get a 503 with a reason.
+        if not self.force_exit:
+            await self.config.app.drain(self._drain_timeout)
+        await super().shutdown(sockets)
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)
@@ -46,7 +54,7 @@ class HttpServer:
     for at most `drain_timeout` seconds. Connections, header bytes and the time to send headers
     are bounded."""
 
-    def __init__(self, app, host: str, port: int, *, drain_timeout: float, max_connections: int,
+    def __init__(self, app: MinerApp, host: str, port: int, *, drain_timeout: float, max_connections: int,
                  max_header_bytes: int, header_timeout: float):
         self.host, self._port = host, port
         self._ready = threading.Event()
@@ -55,7 +63,7 @@ class HttpServer:
                                 timeout_graceful_shutdown=max(1, int(drain_timeout)),
                                 limit_concurrency=max_connections,
                                 http=guarded_protocol(max_header_bytes, header_timeout))
-        self._uvicorn = _Uvicorn(config, self._ready)
+        self._uvicorn = _Uvicorn(config, self._ready, drain_timeout)
 
     @property
     def port(self) -> int:
