@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Optional
 
 import diskcache
 
@@ -22,7 +22,7 @@ _PENDING = ("declarative_miner", "pending")
 _POLL = 0.02  # seconds between looks at a prompt another process is computing
 
 
-def _open(directory: str, size_limit: int, sync_writes: bool) -> diskcache.Cache:
+def _open(directory: str, size_limit: int, sync_writes: bool) -> Optional[diskcache.Cache]:
     # cull_limit=0: expiry and size culling run in `cull()` (the miner calls it in the background),
     # not inside every write on the request path. sqlite_synchronous=0 skips fsync: a crashed
     # process (even kill -9) loses nothing, only an OS crash or power loss could.
@@ -30,11 +30,17 @@ def _open(directory: str, size_limit: int, sync_writes: bool) -> diskcache.Cache
     try:
         return diskcache.Cache(directory, **options)
     except sqlite3.DatabaseError as exc:
+        first = exc
+    try:  # a damaged cache: keep it for inspection, start afresh
         aside = Path(directory).with_name(f"{Path(directory).name}.damaged-{int(time.time())}")
-        log.error("the prompt cache in %s cannot be opened (%s): moved it to %s and started afresh",
-                  directory, exc, aside)
         Path(directory).rename(aside)
+        log.error("the prompt cache in %s cannot be opened (%s): moved it to %s and started afresh",
+                  directory, first, aside)
         return diskcache.Cache(directory, **options)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("the prompt cache in %s cannot be opened or replaced (%s; %s): SERVING WITHOUT A CACHE, "
+                  "so duplicates are not detected", directory, first, exc)
+        return None
 
 
 class PromptCache:

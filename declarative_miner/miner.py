@@ -33,7 +33,7 @@ from .protocol import Prompting
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
-from .server.replay import DiskLedger, DiskNonceStore, RedisLedger, RedisNonceStore
+from .server.replay import open_stores
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .server.v10 import V10Auth
@@ -64,7 +64,8 @@ class Miner:
         config: the composed tree (a DictConfig); None composes the defaults.
         axon: keys overriding `config.axon`, e.g. `{"port": 0}` for any free port.
         wallet: a `bittensor.Wallet` to use instead of `config.wallet`.
-        subtensor: reserved for live networks; the dev network needs none.
+        subtensor: a `bittensor.Subtensor` for live networks (built from `network.name` when
+            None); tests pass one over an in-memory `Substrate`. The dev network needs none.
 
     Raises:
         ConfigError: every problem found in the config, together.
@@ -314,19 +315,12 @@ class Miner:
         return None
 
     def _replay_stores(self) -> tuple:
-        """btauth/1's nonce store and the v10 ledger: in memory, or on disk for several workers."""
         a = self.settings.axon
-        retention = max(a.max_age + a.allowed_skew + 1.0, 65.0)
-        if a.replay_store == "memory" or (a.replay_store == "auto" and a.workers == 1):
-            return None, None
         for store in self._stores:
             store.close()
-        if a.replay_store.startswith(("redis://", "rediss://", "unix://")):
-            self._stores = [RedisNonceStore(a.replay_store, retention), RedisLedger(a.replay_store, retention)]
-            return tuple(self._stores)
-        directory = Path(self.settings.home).expanduser() / "replay"
-        self._stores = [DiskNonceStore(str(directory / "btauth"), retention), DiskLedger(str(directory / "v10"), retention)]
-        return tuple(self._stores)
+        self._stores = open_stores(a.replay_store, a.workers, self.settings.home,
+                                   retention=max(a.max_age + a.allowed_skew + 1.0, 65.0))
+        return tuple(self._stores) or (None, None)
 
     def _close_files(self) -> None:
         self.cache.close()

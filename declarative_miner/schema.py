@@ -83,7 +83,7 @@ class CacheConfig:
 
 @dataclass
 class MinerConfig:
-    home: str = "${oc.env:DECLARATIVE_MINER_HOME,'~/.declarative_miner'}"  # state: dev wallets, cache
+    home: str = "${oc.env:DECLARATIVE_MINER_HOME,'~/.declarative_miner'}"  # state: dev wallets, cache, replay store
     mode: Mode = Mode.serve  # serve, or validate (check and build every part, print a summary, exit)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     wallet: WalletConfig = field(default_factory=WalletConfig)
@@ -91,7 +91,6 @@ class MinerConfig:
     blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
     priority: PriorityConfig = field(default_factory=PriorityConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    # The prompt callable: `_target_` import path plus its keyword arguments.
     prompt: Dict[str, Any] = field(default_factory=dict)  # _target_ and keyword arguments of the prompt
 
 

@@ -42,3 +42,19 @@ def test_a_full_disk_degrades_the_cache_and_every_request_is_still_served(make_m
         (tiny_disk / "ballast").unlink()
         assert client.prompt(["after"]).status == 200
         assert client.prompt(["after"]).status == 409  # the cache works again once there is room
+
+
+def test_a_cache_on_a_read_only_filesystem_is_refused_loudly_and_serving_goes_on(make_miner, client_for, tiny_disk,
+                                                                                  tmp_path, caplog):
+    (tiny_disk / "cache").mkdir()
+    view = tmp_path / "read-only"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(tiny_disk), str(view)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+    try:
+        with caplog.at_level(logging.ERROR), make_miner(f"cache.directory={view}/cache") as miner:
+            replies = [client_for(miner).prompt(["same"]) for _ in range(2)]
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=True)
+    assert [r.status for r in replies] == [200, 200]  # served; duplicates go undetected, and the log says so
+    assert "SERVING WITHOUT A CACHE" in caplog.text

@@ -7,6 +7,7 @@ another worker would be accepted.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import diskcache
@@ -105,3 +106,14 @@ class RedisLedger(_Redis):
 
     def accept(self, key: str, nonce: int) -> bool:
         return bool(self._call(self._advance, keys=[f"dm:v10:{key}"], args=[str(nonce), self._expire]))
+
+
+def open_stores(setting: str, workers: int, home: str, *, retention: float) -> list:
+    """btauth/1's nonce store and the v10 ledger that `axon.replay_store` names, or [] for the
+    in-memory defaults (one process, `memory`, or `auto` with a single worker)."""
+    if setting == "memory" or (setting == "auto" and workers == 1):
+        return []
+    if setting.startswith(("redis://", "rediss://", "unix://")):
+        return [RedisNonceStore(setting, retention), RedisLedger(setting, retention)]
+    directory = Path(home).expanduser() / "replay"
+    return [DiskNonceStore(str(directory / "btauth"), retention), DiskLedger(str(directory / "v10"), retention)]
