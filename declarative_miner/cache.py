@@ -58,10 +58,6 @@ class PromptCache:
         self._computing: dict[str, asyncio.Future] = {}
         self.hits = 0
 
-    @property
-    def enabled(self) -> bool:
-        return self._store is not None
-
     @staticmethod
     def key(messages: list[str]) -> str:
         """sha256 of the messages, so any byte of difference is a different prompt."""
@@ -77,12 +73,11 @@ class PromptCache:
         if self._store is None:
             return await compute()
         if self.on_hit == "reject":
-            if self._safely("claim", self._store.add, key, _PENDING, expire=self.ttl) is False:
-                raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
+            self._claim(key)
             try:
                 return await compute()
             except BaseException:
-                self._safely("delete", self._store.delete, key)  # a failed prompt is no duplicate
+                self._forget(key)
                 raise
         return await self._reuse(key, compute)
 
@@ -93,8 +88,7 @@ class PromptCache:
         """
         if self._store is not None:
             if self.on_hit == "reject":
-                if self._safely("claim", self._store.add, key, _PENDING, expire=self.ttl) is False:
-                    raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
+                self._claim(key)
             elif isinstance(cached := self._safely("look-up", self._store.get, key), str):
                 self.hits += 1
                 yield cached
@@ -106,7 +100,7 @@ class PromptCache:
                 yield chunk
         except BaseException:
             if self._store is not None:
-                self._safely("delete", self._store.delete, key)
+                self._forget(key)
             raise
         if self._store is not None:
             self._remember(key, "".join(chunks))
@@ -130,8 +124,7 @@ class PromptCache:
         try:
             completion = await compute()
         except BaseException as exc:
-            # A prompt that failed is no duplicate: the caller may send it again.
-            self._safely("delete", self._store.delete, key)
+            self._forget(key)
             future.set_exception(exc if isinstance(exc, Exception) else PromptFailed(
                 "the identical prompt this request waited for was cancelled"))
             future.exception()  # retrieved here: waiters re-raise it, nobody else must
@@ -142,6 +135,15 @@ class PromptCache:
             return completion
         finally:
             del self._computing[key]
+
+    def _claim(self, key: str) -> None:
+        """Claim a new prompt atomically across processes, or raise `DuplicatePrompt`."""
+        if self._safely("claim", self._store.add, key, _PENDING, expire=self.ttl) is False:
+            raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
+
+    def _forget(self, key: str) -> None:
+        # A prompt that failed is no duplicate: the caller may send it again.
+        self._safely("delete", self._store.delete, key)
 
     def _remember(self, key: str, completion: str) -> None:
         # Under `reject` the claim is all that matters: the completion is never read back.

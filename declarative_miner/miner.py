@@ -216,9 +216,7 @@ class Miner:
 
         On a live network the endpoint is published on chain first, when it differs.
         """
-        self._server = self._new_server()
-        self._server.bind()
-        self._publish()
+        self._listen()
         if self.settings.axon.workers == 1:
             self._serve()
             return
@@ -234,9 +232,7 @@ class Miner:
         """Start serving in a daemon thread; returns once the port accepts requests."""
         if self._thread is not None:
             return
-        self._server = self._new_server()
-        self._server.bind()
-        self._publish()
+        self._listen()
         self._thread = threading.Thread(target=self._serve, name="miner", daemon=True)
         self._thread.start()
         self._server.wait_ready(self._thread, timeout)
@@ -271,6 +267,12 @@ class Miner:
     def port(self) -> int:
         """The port actually bound (meaningful with `axon.port=0`) while serving."""
         return self._server.port if self._server else self.settings.axon.port
+
+    def _listen(self) -> None:
+        """Bind the port (a taken one is a clear error here), then publish it on chain."""
+        self._server = self._new_server()
+        self._server.bind()
+        self._publish()
 
     def _new_server(self) -> HttpServer:
         a = self.settings.axon

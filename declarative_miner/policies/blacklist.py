@@ -81,13 +81,17 @@ class MinStake:
         return None
 
 
-class AllowIps:
-    """Deny any TCP peer outside these networks (CIDR); peers inside go on to the next rules."""
+class _PeerRule:
+    """A rule on the TCP peer's address, against CIDR networks; runs before every hotkey rule."""
 
     peer_only = True
 
     def __init__(self, networks: Sequence[str]):
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+
+class AllowIps(_PeerRule):
+    """Deny any TCP peer outside these networks (CIDR); peers inside go on to the next rules."""
 
     def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
         if not _peer_in(request.dendrite.ip, self.networks):
@@ -95,13 +99,8 @@ class AllowIps:
         return None
 
 
-class DenyIps:
+class DenyIps(_PeerRule):
     """Deny TCP peers inside these networks (CIDR)."""
-
-    peer_only = True
-
-    def __init__(self, networks: Sequence[str]):
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
 
     def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
         if _peer_in(request.dendrite.ip, self.networks):
