@@ -7,6 +7,7 @@ generator). Plain callables and generators run in worker threads, never on the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable
@@ -42,8 +43,9 @@ def _text(result: Any) -> str:
 async def chunks_of(result: Any, executor: Executor) -> AsyncIterator[str]:
     """The text of `result` chunk by chunk (one chunk for a plain completion)."""
     if inspect.isasyncgen(result):
-        async for chunk in result:
-            yield _text(chunk)
+        async with contextlib.aclosing(result):  # an abandoned request stops its generator now
+            async for chunk in result:
+                yield _text(chunk)
     elif inspect.isgenerator(result):
         while (chunk := await in_thread(executor, next, result, _DONE)) is not _DONE:
             yield _text(chunk)
@@ -55,4 +57,5 @@ async def completion_of(result: Any, executor: Executor) -> str:
     """The whole completion of `result`; a plain generator is drained in one worker call."""
     if inspect.isgenerator(result):
         return "".join(map(_text, await in_thread(executor, list, result)))
-    return "".join([chunk async for chunk in chunks_of(result, executor)])
+    async with contextlib.aclosing(chunks_of(result, executor)) as chunks:
+        return "".join([chunk async for chunk in chunks])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -95,9 +96,10 @@ class PromptCache:
                 return
         chunks = []
         try:
-            async for chunk in produce():
-                chunks.append(chunk)
-                yield chunk
+            async with contextlib.aclosing(produce()) as produced:
+                async for chunk in produced:
+                    chunks.append(chunk)
+                    yield chunk
         except BaseException:
             if self._store is not None:
                 self._forget(key)

@@ -57,6 +57,12 @@ class PromptFailed(RequestError):
     status, error = 500, "prompt failed"
 
 
+class BadGateway(RequestError):
+    """The model server behind the miner refused or mangled the request."""
+
+    status, error = 502, "model server error"
+
+
 class OverCapacity(RequestError):
     status, error = 503, "over capacity"
 

@@ -10,6 +10,22 @@ from typing import Any, Mapping
 from .config import ConfigError, ConfigProblem
 
 
+class MissingDependency(ImportError):
+    """Raised when importing a component whose optional dependencies are not installed."""
+
+    def __init__(self, component: str, missing: str | None, extra: str):
+        super().__init__(f"{component} needs {missing or 'a package'}, which is not installed "
+                         f"(expected: pip install 'declarative-miner[{extra}]')")
+
+
+class BadArgument(ValueError):
+    """Raised by a component's constructor about one of its own arguments; reported at that key."""
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(message)
+        self.argument = argument
+
+
 def locate(path: str) -> Any:
     """Import `package.module:attr` or `package.module.attr`."""
     module_name, sep, attr = path.partition(":")
@@ -23,15 +39,20 @@ def locate(path: str) -> Any:
     return obj
 
 
-def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[str, str] = {}) -> Any:
+def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[str, str] = {},
+          arguments_key: str | None = None) -> Any:
     """Build the object a config names: a class is instantiated, a function gets its kwargs bound.
 
     `target` is a short name from `aliases` or any import path. Raises `ConfigError` at `key`
-    when the target cannot be imported or does not accept these keyword arguments.
+    when the target cannot be imported or does not accept these keyword arguments; a
+    `BadArgument` from the constructor is reported at `<arguments_key>.<argument>`
+    (`arguments_key` defaults to `key` without a trailing `._target_`).
     """
     path = aliases.get(target, target)
     try:
         obj = locate(path)
+    except MissingDependency as exc:
+        raise ConfigError([ConfigProblem(key, str(exc))]) from None
     except (ImportError, AttributeError, ValueError) as exc:
         expected = "one of " + ", ".join(aliases) + " or an import path" if aliases else "an import path"
         raise ConfigError([ConfigProblem(key, f"cannot import {target!r} ({exc}; expected {expected})")]) from None
@@ -44,6 +65,9 @@ def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[
     if inspect.isclass(obj):
         try:
             return obj(**kwargs)
+        except BadArgument as exc:
+            where = arguments_key or key.removesuffix("._target_")
+            raise ConfigError([ConfigProblem(f"{where}.{exc.argument}", str(exc))]) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError([ConfigProblem(key, f"{exc} (got {dict(kwargs)})")]) from None
     return functools.partial(obj, **kwargs) if kwargs else obj

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -29,6 +30,7 @@ from .errors import PromptFailed, RequestError
 from .imports import build
 from .policies.blacklist import RULES, Blacklist
 from .policies.priority import STRATEGIES
+from .prompts.usage import Usage
 from .protocol import Prompting
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
@@ -177,11 +179,14 @@ class Miner:
         """`_prompt`, chunk by chunk as the prompt yields them; the cache sees the whole text."""
         async def chunks() -> AsyncIterator[str]:
             with _as_prompt_failure():
-                async for chunk in chunks_of(await self._call(self.prompt, synapse), self._executor):
-                    yield chunk
+                produced = chunks_of(await self._call(self.prompt, synapse), self._executor)
+                async with contextlib.aclosing(produced):
+                    async for chunk in produced:
+                        yield chunk
 
-        async for chunk in self.cache.stream(self.cache.key(synapse.messages), chunks):
-            yield chunk
+        async with contextlib.aclosing(self.cache.stream(self.cache.key(synapse.messages), chunks)) as streamed:
+            async for chunk in streamed:
+                yield chunk
 
     async def prompt(self, synapse: Prompting) -> Any:
         """Answer `synapse` with the configured callable (`prompt._target_`).
@@ -193,6 +198,8 @@ class Miner:
         return await self._call(self._prompt_fn, synapse)
 
     async def _call(self, fn: Callable, synapse: Prompting) -> Any:
+        if not (inspect.isroutine(fn) or isinstance(fn, functools.partial)):
+            fn = fn.__call__  # a callable object (a model backend): what kind its __call__ is decides
         if inspect.iscoroutinefunction(fn):
             return await fn(synapse)
         if inspect.isasyncgenfunction(fn):
@@ -260,6 +267,12 @@ class Miner:
         return self._sync.current
 
     @property
+    def usage(self) -> Optional[Usage]:
+        """Token counts of a model backend that reports them (None for plain prompt callables)."""
+        usage = getattr(self._prompt_fn, "usage", None)
+        return usage if isinstance(usage, Usage) else None
+
+    @property
     def hotkey(self) -> str:
         return self.wallet.hotkey.ss58_address
 
@@ -297,6 +310,11 @@ class Miner:
 
     async def _stop_culling(self) -> None:
         self._culling.cancel()
+
+    async def _close_prompt(self) -> None:
+        # A backend holding connections (the openai one) closes them on the loop that opened them.
+        if (aclose := getattr(self._prompt_fn, "aclose", None)) is not None:
+            await aclose()
 
     def _publish(self) -> None:
         a = self.settings.axon
@@ -341,6 +359,10 @@ class Miner:
             "miner_metagraph_age_seconds": ("Seconds since the metagraph was read", lambda: self.metagraph.age),
             "miner_metagraph_block": ("Block of the metagraph in use", lambda: self.metagraph.block),
         })
+        if (usage := self.usage) is not None:
+            for count in ("prompt_tokens", "completion_tokens"):
+                metrics.gauge(f"miner_{count}", f"{count.replace('_', ' ').capitalize()} the model reported since start",
+                              lambda count=count: usage.totals()[count])
         app = MinerApp(
             auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew, ledger=ledger), blacklist=self.blacklist,
             priority=self.priority, prompt=self._prompt, stream=self._stream,
@@ -348,7 +370,7 @@ class Miner:
             scheduler=scheduler, metrics=metrics,
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
             on_startup=[self._announce, self._sync.start, self._start_culling],
-            on_shutdown=[self._sync.stop, self._stop_culling],
+            on_shutdown=[self._sync.stop, self._stop_culling, self._close_prompt],
         )
         return app
 
@@ -386,7 +408,7 @@ class Miner:
             f"blacklist  {rules}",
             f"priority   {s.priority.strategy} {s.priority.params or ''}".rstrip(),
             f"cache      {cache}",
-            f"prompt     {s.prompt.get('_target_')}",
+            f"prompt     {s.prompt.get('_target_')}" + (f": {self._prompt_fn!r}" if self.usage else ""),
         ])
 
     def close(self) -> None:

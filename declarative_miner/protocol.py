@@ -31,6 +31,13 @@ class Prompting:
     completion: str = ""
     dendrite: TerminalInfo = field(default_factory=TerminalInfo)
 
+    def chat(self, system_prompt: Optional[str] = None) -> list[dict[str, str]]:
+        """The request as chat-template messages, `system_prompt` first unless a system message leads."""
+        chat = [{"role": role, "content": text} for role, text in zip(self.roles, self.messages)]
+        if system_prompt and (not chat or chat[0]["role"] != "system"):
+            chat.insert(0, {"role": "system", "content": system_prompt})
+        return chat
+
     def to_json(self) -> dict:
         return {"roles": self.roles, "messages": self.messages, "completion": self.completion}
 

@@ -22,6 +22,9 @@ os.environ["DECLARATIVE_MINER_HOME"] = tempfile.mkdtemp(prefix="dm-tests-home-")
 # bittensor caches chain data under HOME: keep it out of the real one (caches stay put).
 os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
 os.environ["HOME"] = tempfile.mkdtemp(prefix="dm-tests-user-")
+# Models come from the tests' own tiny builds: never from a hub, never from a real cache.
+os.environ.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="dm-tests-hf-"),
+                  TOKENIZERS_PARALLELISM="false")
 
 
 def _loopback_only(connect):
@@ -104,6 +107,15 @@ def client_for(hotkeys) -> Iterator[Callable[..., MinerClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A directory holding a tiny random-weight Llama chat model (see tests/tiny_model.py)."""
+    pytest.importorskip("transformers", reason="the model recipes need: pip install -e '.[test]'")
+    from tests import tiny_model
+
+    return tiny_model.build(tmp_path_factory.mktemp("tiny-llama"))
 
 
 BITTENSOR_V10 = "bittensor==10.5.0"

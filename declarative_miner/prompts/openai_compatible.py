@@ -1,0 +1,127 @@
+"""Any OpenAI-compatible chat server (vLLM, SGLang, llama.cpp, Ollama, ...) as the prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any, AsyncIterator, Iterator, Optional
+
+import httpx
+
+from ..errors import BadGateway, OverCapacity, Unavailable
+from ..imports import BadArgument, MissingDependency
+from ..protocol import Prompting
+from .usage import Usage
+
+try:
+    import openai
+except ImportError as exc:
+    raise MissingDependency("the openai prompt", exc.name, "openai") from exc
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 3.0  # seconds the start-up look at the server may take
+
+
+class OpenAICompatible:
+    """Forwards a request's chat to `base_url`'s `/chat/completions` and streams the answer back.
+
+    The miner stays thin: the model runs wherever the server does (a vLLM or SGLang cluster, say).
+    A server that is down or overloaded makes requests fail with 503 and a reason; the miner keeps
+    serving and recovers when the server does. The answer is always requested as a stream, so
+    the first text reaches the validator early and an abandoned request stops the server's work.
+
+    Args:
+        base_url: the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1.
+        model: the model name the server serves.
+        api_key_env: the environment variable holding the API key (never the key itself);
+            unset means no key, which local servers accept.
+        max_tokens, temperature, top_p: sampling, sent with every request.
+        system_prompt: a system message put first when the request carries none.
+        extra_body: server-specific fields merged into each request (e.g. vLLM's `top_k`).
+        timeout: seconds to connect and between streamed chunks.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", max_tokens: int = 256,
+                 temperature: float = 0.0, top_p: float = 1.0, system_prompt: Optional[str] = None,
+                 extra_body: Optional[dict[str, Any]] = None, timeout: float = 30.0):
+        if not base_url.startswith(("http://", "https://")):
+            raise BadArgument("base_url", f"not a URL (got {base_url!r}; expected http(s)://host:port/v1)")
+        if max_tokens < 1:
+            raise BadArgument("max_tokens", f"out of range (got {max_tokens}; expected at least 1)")
+        self.base_url, self.model, self.system_prompt = base_url.rstrip("/"), model, system_prompt
+        self.sampling = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        self.extra_body, self.timeout = dict(extra_body or {}), timeout
+        self.api_key = os.environ.get(api_key_env) or "none"
+        self.usage = Usage()
+        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+        self._probe()
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatible({self.model!r} at {self.base_url})"
+
+    def _probe(self) -> None:
+        """Say at start-up whether the server answers and serves `model`; never fatal, since the
+        server may well start after the miner."""
+        try:
+            answer = httpx.get(f"{self.base_url}/models", timeout=PROBE_TIMEOUT,
+                               headers={"authorization": f"Bearer {self.api_key}"})
+            answer.raise_for_status()
+            served = [entry.get("id") for entry in answer.json().get("data", [])]
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.warning("The model server at %s does not answer yet (%s): requests get 503 until it does",
+                        self.base_url, exc)
+            return
+        if self.model not in served:
+            log.warning("The model server at %s lists %s, not %r", self.base_url, served, self.model)
+        else:
+            log.info("The model server at %s serves %s", self.base_url, self.model)
+
+    def _client(self) -> openai.AsyncOpenAI:
+        # One client per event loop: its connection pool belongs to the loop that opened it.
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            self._clients = {loop: openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
+                                                      timeout=self.timeout, max_retries=0)}
+        return self._clients[loop]
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections to the server (the miner calls it as it stops)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+    async def __call__(self, request: Prompting) -> AsyncIterator[str]:
+        """Yield the server's answer as it streams in."""
+        with _as_request_errors(self.base_url):
+            stream = await self._client().chat.completions.create(
+                model=self.model, messages=request.chat(self.system_prompt), stream=True,
+                stream_options={"include_usage": True}, extra_body=self.extra_body or None, **self.sampling)
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        self.usage.add(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield choice.delta.content
+
+
+@contextlib.contextmanager
+def _as_request_errors(base_url: str) -> Iterator[None]:
+    """The server's failures as the miner's answers: 503 when it is down or busy, else 502."""
+    try:
+        yield
+    except openai.APIConnectionError as exc:
+        raise Unavailable(f"the model server at {base_url} is unreachable ({exc})",
+                          headers={"retry-after": "5"}) from None
+    except openai.RateLimitError as exc:
+        raise OverCapacity(f"the model server is rate limiting ({exc.message})", headers={"retry-after": "1"}) from None
+    except openai.InternalServerError as exc:
+        raise Unavailable(f"the model server failed ({exc.status_code}: {exc.message})",
+                          headers={"retry-after": "5"}) from None
+    except openai.APIStatusError as exc:
+        raise BadGateway(f"the model server refused the request ({exc.status_code}: {exc.message})") from None
+    except openai.APIError as exc:
+        raise BadGateway(f"the model server's answer is not understood ({exc})") from None

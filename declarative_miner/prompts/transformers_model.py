@@ -1,0 +1,210 @@
+"""An in-process chat model (transformers): loaded once at start-up, generating off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Optional
+
+from ..errors import MalformedBody
+from ..imports import BadArgument, MissingDependency
+from ..protocol import Prompting
+from .usage import Usage
+
+try:
+    import jinja2
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+except ImportError as exc:
+    raise MissingDependency("the transformers prompt", exc.name, "llama") from exc
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_END = object()
+
+
+class TransformersChat:
+    """Answers a request's chat (`roles`/`messages` through the tokenizer's chat template) with a
+    causal language model, streaming text as tokens are generated.
+
+    The model loads in the constructor, so a miner that starts (or passes `mode=validate`) has it
+    in memory. Each request generates in a thread of its own; when the request ends early (its
+    deadline, `axon.request_timeout`, passed or the caller left) generation stops at the next token.
+
+    Args:
+        model: a local directory in `save_pretrained` layout, or a Hugging Face hub id.
+        revision: branch, tag or commit when `model` is a hub id.
+        dtype: auto (as stored), float32, bfloat16 or float16.
+        device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.
+        threads: torch CPU threads for the whole process; None keeps torch's default.
+        max_new_tokens: upper bound on generated tokens (lowered to fit the model's context).
+        temperature: 0 for greedy (deterministic) decoding; above 0 samples.
+        top_p: nucleus sampling mass, used when sampling.
+        system_prompt: a system message put first when the request carries none.
+    """
+
+    def __init__(self, model: str, revision: Optional[str] = None, dtype: str = "auto", device: str = "auto",
+                 threads: Optional[int] = None, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, system_prompt: Optional[str] = None):
+        _require(dtype in DTYPES, "dtype", dtype, ", ".join(DTYPES))
+        _require(max_new_tokens >= 1, "max_new_tokens", max_new_tokens, "at least 1")
+        _require(temperature >= 0, "temperature", temperature, "0 (greedy) or more")
+        _require(0 < top_p <= 1, "top_p", top_p, "a probability in (0, 1]")
+        _require(threads is None or threads >= 1, "threads", threads, "at least 1, or null")
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = _device(device)
+        self.max_new_tokens, self.system_prompt = max_new_tokens, system_prompt
+        self.sampling: dict[str, Any] = (dict(do_sample=True, temperature=temperature, top_p=top_p)
+                                         if temperature > 0 else dict(do_sample=False))
+        self.usage = Usage()
+        started = time.perf_counter()
+        log.info("Loading model %s (dtype %s) on %s ...", model, dtype, self.device)
+        self.tokenizer, self.model = _load(model, revision, DTYPES[dtype], self.device)
+        self.context = getattr(self.model.config, "max_position_embeddings", None)
+        self.name = model
+        log.info("Loaded %s in %.1f s: %s parameters, context %s tokens", model,
+                 time.perf_counter() - started, f"{self.model.num_parameters():,}", self.context)
+
+    def __repr__(self) -> str:
+        return f"TransformersChat({self.name!r} on {self.device}, max_new_tokens={self.max_new_tokens}, {self.sampling})"
+
+    async def __call__(self, request: Prompting) -> AsyncIterator[str]:
+        """Yield the completion's text as it is generated."""
+        loop, chunks, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+
+        def hand_over(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, item)
+            except RuntimeError:  # the loop has closed: nobody reads on
+                stop.set()
+
+        thread = threading.Thread(target=self._run, args=(request.chat(self.system_prompt), hand_over, stop),
+                                  name="generate", daemon=True)
+        thread.start()
+        try:
+            while (item := await chunks.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def _run(self, chat: list[dict[str, str]], hand_over: Callable[[Any], None], stop: threading.Event) -> None:
+        try:
+            self.generate(chat, hand_over, stop)
+        except Exception as exc:
+            hand_over(exc)
+        finally:
+            hand_over(_END)
+
+    def generate(self, chat: list[dict[str, str]], emit: Callable[[str], None],
+                 stop: Optional[threading.Event] = None) -> "torch.Tensor":
+        """Generate an answer to `chat`, passing text to `emit` as it forms; returns the new token ids."""
+        try:
+            inputs = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                                        return_dict=True)
+        except jinja2.TemplateError as exc:
+            raise MalformedBody(f"the model's chat template refuses this chat: {exc}") from None
+        prompt_tokens = inputs["input_ids"].shape[1]
+        budget = self.max_new_tokens if self.context is None else min(self.max_new_tokens, self.context - prompt_tokens)
+        if budget < 1:
+            raise MalformedBody(f"the prompt is {prompt_tokens} tokens; this model's context is {self.context}")
+        feed = IncrementalText(self.tokenizer, emit)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs.to(self.device), **self.sampling, max_new_tokens=budget, streamer=feed,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                stopping_criteria=StoppingCriteriaList([_WhenSet(stop or threading.Event())]))
+        new = output[0, prompt_tokens:]
+        self.usage.add(prompt_tokens, len(new))
+        return new
+
+
+class IncrementalText:
+    """A `generate` streamer that decodes new tokens into text without re-decoding the whole answer.
+
+    It keeps two offsets into the generated ids (as text-generation-inference does): text is
+    emitted once a token completes it, and a token that ends inside a UTF-8 character is held
+    back until the character is whole. The emitted pieces join to the full decode.
+    """
+
+    def __init__(self, tokenizer: Any, emit: Callable[[str], None]):
+        self.tokenizer, self.emit = tokenizer, emit
+        self.ids: list[int] = []
+        self.prefix = self.read = 0
+        self.prompt_skipped = False
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def put(self, value: "torch.Tensor") -> None:
+        if not self.prompt_skipped:  # generate() passes the prompt first
+            self.prompt_skipped = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        before, after = self._decode(self.ids[self.prefix:self.read]), self._decode(self.ids[self.prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.emit(after[len(before):])
+            self.prefix, self.read = self.read, len(self.ids)
+
+    def end(self) -> None:
+        before, after = self._decode(self.ids[self.prefix:self.read]), self._decode(self.ids[self.prefix:])
+        if len(after) > len(before):
+            self.emit(after[len(before):])
+
+
+class _WhenSet(StoppingCriteria):
+    """Stops generation once `event` is set (the request is over)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: "torch.Tensor", scores: Any, **kwargs: Any) -> "torch.Tensor":
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _require(ok: bool, argument: str, got: Any, expected: str) -> None:
+    if not ok:
+        raise BadArgument(argument, f"out of range (got {got}; expected {expected})")
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise BadArgument("device", f"cannot use it (got {device}: {exc}; expected cpu, auto, or a device this "
+                                    "machine has)") from None
+    return device
+
+
+def _load(model: str, revision: Optional[str], dtype: Any, device: str) -> tuple[Any, Any]:
+    """Tokenizer and model, or a `BadArgument` saying where the model was looked for and what to do."""
+    local = Path(model).expanduser()
+    looks_local = model.startswith(("/", ".", "~")) or local.exists()
+    if looks_local and not (local / "config.json").is_file():
+        raise BadArgument("model", f"no model there (got {model}: {'no config.json in it' if local.is_dir() else 'no such directory'}; "
+                                   "expected a directory saved with save_pretrained, or a hub id)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else model, revision=revision)
+        loaded = AutoModelForCausalLM.from_pretrained(str(local) if looks_local else model, revision=revision,
+                                                      dtype=dtype)
+    except OSError as exc:
+        raise BadArgument("model", f"cannot load it (got {model}: {str(exc).splitlines()[0]}; expected a hub id "
+                                   f"in the local cache or reachable: run `hf download {model}` where the hub is "
+                                   "reachable, or point prompt.model at a local directory)") from None
+    except ValueError as exc:
+        raise BadArgument("model", f"cannot load it (got {model}: {str(exc).splitlines()[0]}; expected a causal "
+                                   "language model with a fast tokenizer)") from None
+    if not tokenizer.chat_template:
+        raise BadArgument("model", f"its tokenizer has no chat template (got {model}; expected a chat/instruct "
+                                   "model, or a chat_template.jinja beside the tokenizer)")
+    return tokenizer, loaded.to(device).eval()
