@@ -59,4 +59,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
         problems.append(ConfigProblem("axon.external_ip", f"missing (got axon.ip={axon.ip}, which validators cannot "
                                       "reach; expected the public address to publish, or network.publish_axon=false)"))
     need("_target_" in settings.prompt, "prompt._target_", None, "an import path to the prompt callable")
+    evaluation = settings.eval
+    need(evaluation.concurrency >= 1, "eval.concurrency", evaluation.concurrency, "at least 1")
+    need(evaluation.repeats >= 1, "eval.repeats", evaluation.repeats, "at least 1")
+    need(evaluation.limit is None or evaluation.limit >= 1, "eval.limit", evaluation.limit, "at least 1, or null for all")
     return problems

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from . import config
 from .config import ConfigError
+from .schema import Mode
 
 log = logging.getLogger("declarative_miner")
 
@@ -55,10 +59,12 @@ def _prevalidate(argv: list[str]) -> None:
 
 
 @hydra.main(config_path=str(config.CONF_DIR), config_name=config.PRIMARY, version_base="1.3")
-def _job(cfg: DictConfig) -> None:
+def _job(cfg: DictConfig) -> Optional[float]:
     from .miner import Miner  # imported here so --help stays fast
 
     try:
+        if cfg.mode == Mode.eval:
+            return _evaluate(cfg)
         miner = Miner(cfg)
         if miner.settings.mode.value == "validate":
             print("declarative_miner: the config is valid; it would run:")
@@ -68,6 +74,20 @@ def _job(cfg: DictConfig) -> None:
         miner.run()
     except ConfigError as error:
         fail(error)
+
+
+def _evaluate(cfg: DictConfig) -> float:
+    """Run `mode=eval`; returns the sweep objective (what an Optuna sweeper maximises)."""
+    from .eval.runner import METRICS, evaluate, objective
+
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    metrics = evaluate(cfg, output_dir, list(hydra_cfg.overrides.task))
+    latency, quality = metrics["latency_ms"] or {}, metrics["quality"]
+    print(f"declarative_miner: {metrics['answered']}/{metrics['requests']} answered, errors {metrics['errors'] or 'none'}, "
+          f"p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms, relevance {quality['relevance']}, "
+          f"contains {quality['contains']}: {output_dir / METRICS}")
+    return objective(metrics, cfg.eval.max_p95_ms)
 
 
 def main() -> None:

@@ -83,12 +83,22 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
         return _compose(overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         problems = []
-        for single in overrides if len(overrides) > 1 else []:
-            try:
-                _compose([single])
-            except (HydraException, OmegaConfBaseException) as alone:
-                problems += explain(alone, [single])
+        if len(overrides) > 1:
+            # Each override is tried with the group choices that are fine (`+recipe=llama` makes
+            # `prompt.model` a key), so one bad override does not make others look wrong.
+            choices = [o for o in overrides if "." not in o.partition("=")[0] and _fails([o]) is None]
+            for single in overrides:
+                if (alone := _fails(choices + [single] if single not in choices else [single])) is not None:
+                    problems += explain(alone, [single])
         raise ConfigError(problems or explain(exc, overrides)) from None
+
+
+def _fails(overrides: list[str]) -> BaseException | None:
+    try:
+        _compose(overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        return exc
+    return None
 
 
 def to_settings(cfg: DictConfig) -> schema.MinerConfig:

@@ -13,9 +13,8 @@ from .config import ConfigError, ConfigProblem
 class MissingDependency(ImportError):
     """Raised when importing a component whose optional dependencies are not installed."""
 
-    def __init__(self, component: str, missing: str | None, extra: str):
-        super().__init__(f"{component} needs {missing or 'a package'}, which is not installed "
-                         f"(expected: pip install 'declarative-miner[{extra}]')")
+    def __init__(self, component: str, missing: str | None, install: str):
+        super().__init__(f"{component} needs {missing or 'a package'}, which is not installed (expected: {install})")
 
 
 class BadArgument(ValueError):

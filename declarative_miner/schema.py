@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 class Mode(Enum):
     serve = "serve"
     validate = "validate"
+    eval = "eval"
 
 
 class OnHit(Enum):
@@ -82,9 +83,20 @@ class CacheConfig:
 
 
 @dataclass
+class EvalConfig:
+    dataset: Optional[str] = None  # a .jsonl of {"messages", "roles"?, "reference"?} lines; null: the built-in set
+    concurrency: int = 4  # requests in flight at once, as several validators would send them
+    repeats: int = 1  # times the whole set is sent; repeats meet the cache (409 under reject, hits under reuse)
+    limit: Optional[int] = None  # only the first N prompts of the dataset
+    stream: bool = False  # send to /StreamPrompting and measure the first chunk too
+    relevance: bool = True  # score completions against prompts with the local MiniLM model
+    max_p95_ms: Optional[float] = None  # latency bound of the sweep objective: a slower job scores 0
+
+
+@dataclass
 class MinerConfig:
     home: str = "${oc.env:DECLARATIVE_MINER_HOME,'~/.declarative_miner'}"  # state: dev wallets, cache, replay store
-    mode: Mode = Mode.serve  # serve, or validate (check and build every part, print a summary, exit)
+    mode: Mode = Mode.serve  # serve; validate (build every part, print a summary, exit); eval (score it offline)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     wallet: WalletConfig = field(default_factory=WalletConfig)
     axon: AxonConfig = field(default_factory=AxonConfig)
@@ -92,6 +104,7 @@ class MinerConfig:
     priority: PriorityConfig = field(default_factory=PriorityConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     prompt: Dict[str, Any] = field(default_factory=dict)  # _target_ and keyword arguments of the prompt
+    eval: EvalConfig = field(default_factory=EvalConfig)  # mode=eval only
 
 
 def register() -> None:

@@ -33,3 +33,12 @@ def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
                 "validator under 20-caller flood", "stock v10 Axon c=2", "miner CPU/request vs floor",
                 "blacklisted vs served"):
         assert row in result.stdout, result.stdout
+
+
+def test_the_model_benchmark_runs_at_a_tiny_size(tmp_path, tiny_model):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model.py"), "--hidden", "32", "--layers", "2",
+                             "--tokens", "4", "--requests", "2", "--threads", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("generate() by hand, whole answer", "through the miner, first chunk", "overhead of the miner"):
+        assert row in result.stdout, result.stdout

@@ -33,6 +33,11 @@ def test_every_bad_override_is_reported_together():
         "cache.tll", "axon.port", "cache.on_hit"]
 
 
+def test_keys_a_recipe_brings_are_not_reported_when_another_override_is_wrong():
+    assert [p.split(":")[0] for p in problems("+recipe=llama", "prompt.max_new_tokens=8", "cache.tll=30")] == [
+        "cache.tll"]
+
+
 def test_an_unknown_recipe_lists_the_recipes_there_are():
     assert problems("+recipe=nope") == ["recipe: no such option (got nope; expected one of echo, llama, openai)"]
 

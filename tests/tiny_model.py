@@ -17,8 +17,10 @@ CHAT_TEMPLATE = (
 CONTEXT = 4096  # long enough that an unstopped generation would outlast any test deadline
 
 
-def build(directory: Path) -> Path:
-    """Save a 2-layer Llama and a byte-level BPE tokenizer with a chat template to `directory`."""
+def build(directory: Path, hidden: int = 32, layers: int = 2, every_byte: bool = True) -> Path:
+    """Save a random Llama (2 layers of width 32 unless told) and a byte-level BPE tokenizer with
+    a chat template to `directory`. With `every_byte`, the vocabulary holds all 256 bytes, so
+    random weights also write partial UTF-8 characters; without, only the corpus's ASCII."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -28,13 +30,13 @@ def build(directory: Path) -> Path:
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(CORPUS * 10, trainers.BpeTrainer(
         vocab_size=400, special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if every_byte else []))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(directory)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id))

@@ -18,7 +18,7 @@ from .usage import Usage
 try:
     import openai
 except ImportError as exc:
-    raise MissingDependency("the openai prompt", exc.name, "openai") from exc
+    raise MissingDependency("the openai prompt", exc.name, "pip install 'declarative-miner[openai]'") from exc
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ try:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 except ImportError as exc:
-    raise MissingDependency("the transformers prompt", exc.name, "llama") from exc
+    raise MissingDependency("the transformers prompt", exc.name, "pip install 'declarative-miner[llama]'") from exc
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class TransformersChat:
         revision: branch, tag or commit when `model` is a hub id.
         dtype: auto (as stored), float32, bfloat16 or float16.
         device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.
-        threads: torch CPU threads for the whole process; None keeps torch's default.
+        threads: torch CPU threads per generation; None keeps torch's default.
         max_new_tokens: upper bound on generated tokens (lowered to fit the model's context).
         temperature: 0 for greedy (deterministic) decoding; above 0 samples.
         top_p: nucleus sampling mass, used when sampling.
@@ -55,8 +55,7 @@ class TransformersChat:
         _require(temperature >= 0, "temperature", temperature, "0 (greedy) or more")
         _require(0 < top_p <= 1, "top_p", top_p, "a probability in (0, 1]")
         _require(threads is None or threads >= 1, "threads", threads, "at least 1, or null")
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads
         self.device = _device(device)
         self.max_new_tokens, self.system_prompt = max_new_tokens, system_prompt
         self.sampling: dict[str, Any] = (dict(do_sample=True, temperature=temperature, top_p=top_p)
@@ -95,6 +94,8 @@ class TransformersChat:
             stop.set()
 
     def _run(self, chat: list[dict[str, str]], hand_over: Callable[[Any], None], stop: threading.Event) -> None:
+        if self.threads:  # OpenMP's thread count is per OS thread: set in the main thread, it is lost here
+            torch.set_num_threads(self.threads)
         try:
             self.generate(chat, hand_over, stop)
         except Exception as exc:
@@ -128,15 +129,16 @@ class TransformersChat:
 class IncrementalText:
     """A `generate` streamer that decodes new tokens into text without re-decoding the whole answer.
 
-    It keeps two offsets into the generated ids (as text-generation-inference does): text is
-    emitted once a token completes it, and a token that ends inside a UTF-8 character is held
-    back until the character is whole. The emitted pieces join to the full decode.
+    It decodes a window of the newest tokens, with the tokens before it as context (as
+    text-generation-inference does), and emits the window's new text up to its last complete
+    character: a token ending inside a UTF-8 character waits for the rest of it. The emitted
+    pieces join to the full decode.
     """
 
     def __init__(self, tokenizer: Any, emit: Callable[[str], None]):
         self.tokenizer, self.emit = tokenizer, emit
         self.ids: list[int] = []
-        self.prefix = self.read = 0
+        self.prefix = self.read = self.sent = 0  # context start, window start, characters of the window sent
         self.prompt_skipped = False
 
     def _decode(self, ids: list[int]) -> str:
@@ -147,15 +149,20 @@ class IncrementalText:
             self.prompt_skipped = True
             return
         self.ids.extend(value.reshape(-1).tolist())
-        before, after = self._decode(self.ids[self.prefix:self.read]), self._decode(self.ids[self.prefix:])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.emit(after[len(before):])
-            self.prefix, self.read = self.read, len(self.ids)
+        self._flush(final=False)
 
     def end(self) -> None:
-        before, after = self._decode(self.ids[self.prefix:self.read]), self._decode(self.ids[self.prefix:])
-        if len(after) > len(before):
-            self.emit(after[len(before):])
+        self._flush(final=True)
+
+    def _flush(self, final: bool) -> None:
+        before = self._decode(self.ids[self.prefix:self.read])
+        new = self._decode(self.ids[self.prefix:])[len(before):]
+        ready = new if final else new.rstrip("\ufffd")
+        if len(ready) > self.sent:
+            self.emit(ready[self.sent:])
+            self.sent = len(ready)
+        if ready == new:  # the window ends on a whole character: the next one starts here
+            self.prefix, self.read, self.sent = self.read, len(self.ids), 0
 
 
 class _WhenSet(StoppingCriteria):

@@ -1,0 +1,114 @@
+"""The llama recipe's cost over calling `generate` by hand on the same model (target: <= 5%),
+and how soon a streamed answer's first chunk arrives. By hand:
+
+    python benchmarks/model.py                      # a ~30 M-parameter random Llama (8 x 512)
+    python benchmarks/model.py --hidden 32 --layers 2 --requests 10   # the tests' tiny model
+
+Builds a random-weight Llama (no download), serves it with the llama recipe on loopback, and
+alternates the two ways of answering the same prompts, one request at a time: `generate` on the
+miner's own model object, and a signed request through the miner (blacklist, signature, cache
+off, scheduler, chat template, incremental decoding, HTTP). Medians of each; greedy decoding,
+so both produce the same tokens. Streaming: time to the first chunk through the miner, against
+the time `generate` takes to its first text, decoded the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from declarative_miner.chain import dev  # noqa: E402
+from declarative_miner.client import MinerClient  # noqa: E402
+from declarative_miner.config import compose  # noqa: E402
+from declarative_miner.miner import Miner  # noqa: E402
+from declarative_miner.prompts.transformers_model import IncrementalText  # noqa: E402
+from declarative_miner.wallet import open_wallet  # noqa: E402
+from tests import tiny_model  # noqa: E402
+
+PROMPTS = ["what is two plus two?", "tell me about the quick brown fox", "hello world, how are you today?"]
+
+
+def by_hand(backend, text: str, tokens: int) -> tuple[float, float, int]:
+    """(seconds to the first text, seconds in all, new tokens) of `generate` on the model, decoding
+    as the miner does."""
+    inputs = backend.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                   return_tensors="pt", return_dict=True)
+    first = []
+    started = time.perf_counter()
+    feed = IncrementalText(backend.tokenizer, lambda piece: first or first.append(time.perf_counter()))
+    with torch.inference_mode():  # as the miner generates
+        output = backend.model.generate(**inputs, max_new_tokens=tokens, do_sample=False, streamer=feed,
+                                        pad_token_id=backend.tokenizer.pad_token_id)
+    return first[0] - started, time.perf_counter() - started, output.shape[1] - inputs["input_ids"].shape[1]
+
+
+def through_miner(client: MinerClient, text: str, stream: bool) -> float:
+    """Seconds to the whole answer, or to the first chunk when streaming."""
+    started = time.perf_counter()
+    if not stream:
+        assert client.prompt([text]).status == 200
+        return time.perf_counter() - started
+    first = []
+    reply = client.stream([text], on_chunk=lambda chunk: first or first.append(time.perf_counter()))
+    assert reply.status == 200, reply.reason
+    return first[0] - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer")
+    parser.add_argument("--requests", type=int, default=12, help="of each kind")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="dm-model-bench-"))
+    # An ASCII-only vocabulary: random weights then write text from the first token, as a trained
+    # model does, instead of byte runs that are no text yet (which no streamer can send early).
+    model = tiny_model.build(home / "model", hidden=args.hidden, layers=args.layers, every_byte=False)
+    miner = Miner(compose([f"home={home}", "axon.port=0", "+recipe=llama", f"prompt.model={model}",
+                           f"prompt.threads={args.threads}", f"prompt.max_new_tokens={args.tokens}", "cache.ttl=0",
+                           "blacklist=open"]))
+    backend = miner._prompt_fn
+    with miner:
+        signer = open_wallet(dev.DEV_VALIDATOR, "default", str(home / "dev" / "wallets")).hotkey
+        client = MinerClient(signer, "127.0.0.1", miner.port, receiver=miner.hotkey)
+        for text in PROMPTS:  # warm-up: first calls allocate and fill caches
+            by_hand(backend, text, args.tokens), through_miner(client, text, False)
+        direct, served, first_direct, first_served, counted = [], [], [], [], set()
+        for i in range(args.requests):
+            text = PROMPTS[i % len(PROMPTS)]
+            to_first, total, tokens = by_hand(backend, text, args.tokens)
+            direct.append(total), first_direct.append(to_first), counted.add(tokens)
+            served.append(through_miner(client, text, stream=False))
+            first_served.append(through_miner(client, text, stream=True))
+        client.close()
+    params = backend.model.num_parameters()
+    med = statistics.median
+    print(f"model: random Llama, {params:,} parameters, {args.tokens} new tokens "
+          f"(generated: {sorted(counted)}), torch threads {args.threads}, {args.requests} requests of each kind")
+    print(f"{'':34}{'median':>10}{'min':>10}{'max':>10}")
+    for name, values in (("generate() by hand, whole answer", direct), ("through the miner, whole answer", served),
+                         ("generate() by hand, first text", first_direct),
+                         ("through the miner, first chunk", first_served)):
+        print(f"{name:34}{med(values) * 1e3:>8.1f}ms{min(values) * 1e3:>8.1f}ms{max(values) * 1e3:>8.1f}ms")
+    overhead = med(served) / med(direct) - 1
+    print(f"overhead of the miner: {overhead:+.1%} ({(med(served) - med(direct)) * 1e3:+.1f} ms per request; "
+          f"target <= 5%)")
+    print(f"first chunk: {med(first_served) * 1e3:.1f} ms through the miner vs {med(first_direct) * 1e3:.1f} ms by hand "
+          f"({(med(first_served) - med(first_direct)) * 1e3:+.1f} ms); {med(first_served) / med(served):.1%} of the "
+          "whole answer's time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""One summary for a sweep of `mode=eval` jobs: a table, summary.csv and summary.png.
+
+Written by Hydra when a `-m` sweep ends (the `sweep_summary` callback in conf/miner.yaml), and
+rebuilt by hand from any sweep directory:
+
+    python -m declarative_miner.summary multirun/2026-11-25/14-02-31
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.json"
+COLUMNS = ("job", "overrides", "requests", "answered", "errors", "p50_ms", "p95_ms", "p99_ms", "throughput_rps",
+           "tokens_per_s", "cache_hits", "relevance", "exact", "contains")
+
+
+def _jobs(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    paths = sorted(sweep_dir.glob(f"*/{METRICS}"), key=lambda p: (len(p.parent.name), p.parent.name))
+    return [(path.parent.name, json.loads(path.read_text())) for path in paths]
+
+
+def common(sweep_dir: Path) -> list[str]:
+    """The overrides every job of the sweep shared (none when it has a single job)."""
+    jobs = [metrics.get("overrides", []) for _, metrics in _jobs(sweep_dir)]
+    if len(jobs) < 2:
+        return []
+    shared = set.intersection(*map(set, jobs))
+    return [override for override in jobs[0] if override in shared]
+
+
+def rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job of the sweep that wrote metrics, in job order; `overrides` holds only
+    those that differ between jobs."""
+    shared, found = set(common(sweep_dir)), []
+    for job, metrics in _jobs(sweep_dir):
+        latency, quality = metrics["latency_ms"] or {}, metrics["quality"]
+        found.append({
+            "job": job, "overrides": " ".join(o for o in metrics.get("overrides", []) if o not in shared),
+            "requests": metrics["requests"], "answered": metrics["answered"],
+            "errors": " ".join(f"{status}x{count}" for status, count in sorted(metrics["errors"].items())),
+            "p50_ms": latency.get("p50"), "p95_ms": latency.get("p95"), "p99_ms": latency.get("p99"),
+            "throughput_rps": metrics["throughput_rps"], "tokens_per_s": metrics["tokens_per_s"],
+            "cache_hits": metrics["cache_hits"], "relevance": quality["relevance"], "exact": quality["exact"],
+            "contains": quality["contains"],
+        })
+    return found
+
+
+def table(found: Sequence[dict[str, Any]]) -> str:
+    """The rows as an aligned text table."""
+    cells = [[_cell(row[column]) for column in COLUMNS] for row in found]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(COLUMNS)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(COLUMNS, widths))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def write(sweep_dir: Path) -> Optional[str]:
+    """Write summary.csv and summary.png into `sweep_dir`; returns the table (None: no eval jobs)."""
+    found = rows(sweep_dir)
+    if not found:
+        return None
+    with open(sweep_dir / "summary.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(found)
+    _plot(found, sweep_dir / "summary.png")
+    return f"every job: {' '.join(common(sweep_dir)) or '(no shared overrides)'}\n{table(found)}"
+
+
+def _plot(found: Sequence[dict[str, Any]], path: Path) -> None:
+    """Quality against p95 latency, one labelled point per job."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        from matplotlib import pyplot
+    except ImportError:
+        log.warning("summary.png needs matplotlib: pip install 'declarative-miner[eval]'")
+        return
+    figure, axes = pyplot.subplots(figsize=(8, 5))
+    for row in found:
+        x, y = row["p95_ms"], row["relevance"]
+        if x is None or y is None:
+            continue
+        axes.scatter([x], [y])
+        axes.annotate(row["overrides"] or f"job {row['job']}", (x, y), fontsize=7, xytext=(4, 4),
+                      textcoords="offset points")
+    axes.set_xlabel("p95 latency (ms)")
+    axes.set_ylabel("relevance (mean cosine, MiniLM)")
+    axes.set_title(f"{path.parent.parent.name}/{path.parent.name}: quality against p95 latency", fontsize=10)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a `-m` sweep, summarise the jobs that ran `mode=eval`."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        written = write(sweep_dir)
+        if written is not None:
+            print(written)
+            print(f"declarative_miner: summary of {sweep_dir}: summary.csv, summary.png")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m declarative_miner.summary SWEEP_DIR`: rebuild a sweep's summary."""
+    parser = argparse.ArgumentParser(prog="python -m declarative_miner.summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    written = write(args.sweep_dir)
+    if written is None:
+        print(f"no {METRICS} under {args.sweep_dir}/*/ (was it a sweep with mode=eval?)")
+        return 2
+    print(written)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
