@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # Marks a prompt being computed now; a completion replaces it. Not a string a prompt returns.
 _PENDING = ("declarative_miner", "pending")
 _POLL = 0.02  # seconds between looks at a prompt another process is computing
+CULL_INTERVAL = 30.0  # seconds between sweeps of expired entries
 
 
 def _open(directory: str, size_limit: int, sync_writes: bool) -> Optional[diskcache.Cache]:
@@ -151,6 +152,18 @@ class PromptCache:
         # Under `reject` the claim is all that matters: the completion is never read back.
         if self.on_hit == "reuse":
             self._safely("write", self._store.set, key, completion, expire=self.ttl)
+
+    async def start_culling(self) -> None:
+        """Cull every `CULL_INTERVAL` seconds, off the event loop, until `stop_culling`."""
+        async def cull_forever() -> None:
+            while True:
+                await asyncio.sleep(CULL_INTERVAL)
+                await asyncio.to_thread(self.cull)
+
+        self._culling = asyncio.get_running_loop().create_task(cull_forever())
+
+    async def stop_culling(self) -> None:
+        self._culling.cancel()
 
     def cull(self) -> int:
         """Drop expired entries, then the oldest beyond `size_limit`; returns how many went."""

@@ -38,14 +38,13 @@ def locate(path: str) -> Any:
     return obj
 
 
-def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[str, str] = {},
-          arguments_key: str | None = None) -> Any:
+def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[str, str] = {}) -> Any:
     """Build the object a config names: a class is instantiated, a function gets its kwargs bound.
 
     `target` is a short name from `aliases` or any import path. Raises `ConfigError` at `key`
     when the target cannot be imported or does not accept these keyword arguments; a
-    `BadArgument` from the constructor is reported at `<arguments_key>.<argument>`
-    (`arguments_key` defaults to `key` without a trailing `._target_`).
+    `BadArgument` from a constructor is reported at its argument's key (`prompt._target_` ->
+    `prompt.<argument>`), a `MissingDependency` with the command that installs it.
     """
     path = aliases.get(target, target)
     try:
@@ -65,8 +64,7 @@ def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[
         try:
             return obj(**kwargs)
         except BadArgument as exc:
-            where = arguments_key or key.removesuffix("._target_")
-            raise ConfigError([ConfigProblem(f"{where}.{exc.argument}", str(exc))]) from None
+            raise ConfigError([ConfigProblem(f"{key.removesuffix('._target_')}.{exc.argument}", str(exc))]) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError([ConfigProblem(key, f"{exc} (got {dict(kwargs)})")]) from None
     return functools.partial(obj, **kwargs) if kwargs else obj

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
 import contextlib
 import functools
@@ -44,7 +43,6 @@ from .wallet import open_wallet
 
 log = logging.getLogger(__name__)
 
-CULL_INTERVAL = 30.0  # seconds between sweeps of expired prompt-cache entries
 
 
 @contextlib.contextmanager
@@ -300,17 +298,6 @@ class Miner:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = concurrent.futures.ThreadPoolExecutor(self.settings.axon.max_concurrency, "prompt")
 
-    async def _start_culling(self) -> None:
-        async def cull_forever() -> None:
-            while True:
-                await asyncio.sleep(CULL_INTERVAL)
-                await asyncio.to_thread(self.cache.cull)
-
-        self._culling = asyncio.get_running_loop().create_task(cull_forever())
-
-    async def _stop_culling(self) -> None:
-        self._culling.cancel()
-
     async def _close_prompt(self) -> None:
         # A backend holding connections (the openai one) closes them on the loop that opened them.
         if (aclose := getattr(self._prompt_fn, "aclose", None)) is not None:
@@ -363,16 +350,15 @@ class Miner:
             for count in ("prompt_tokens", "completion_tokens"):
                 metrics.gauge(f"miner_{count}", f"{count.replace('_', ' ').capitalize()} the model reported since start",
                               lambda count=count: usage.totals()[count])
-        app = MinerApp(
+        return MinerApp(
             auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew, ledger=ledger), blacklist=self.blacklist,
             priority=self.priority, prompt=self._prompt, stream=self._stream,
             health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count,
             scheduler=scheduler, metrics=metrics,
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
-            on_startup=[self._announce, self._sync.start, self._start_culling],
-            on_shutdown=[self._sync.stop, self._stop_culling, self._close_prompt],
+            on_startup=[self._announce, self._sync.start, self.cache.start_culling],
+            on_shutdown=[self._sync.stop, self.cache.stop_culling, self._close_prompt],
         )
-        return app
 
     async def _announce(self) -> None:
         a = self.settings.axon

@@ -130,3 +130,15 @@ def test_cli_multirun_validates_every_job(tmp_path, home):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("the config is valid") == 2
     assert "cache      off" in result.stdout and "cache      ttl 30 s" in result.stdout
+
+
+def test_a_component_missing_its_extra_names_the_install_command(home, tmp_path, monkeypatch):
+    (tmp_path / "needs_extra.py").write_text(
+        "from declarative_miner.imports import MissingDependency\n"
+        "raise MissingDependency('the demo prompt', 'torch', \"pip install 'declarative-miner[llama]'\")\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        Miner(compose([f"home={home}", "prompt._target_=needs_extra.Backend"]))
+    assert [str(p) for p in caught.value.problems] == [
+        "prompt._target_: the demo prompt needs torch, which is not installed "
+        "(expected: pip install 'declarative-miner[llama]')"]

@@ -98,10 +98,25 @@ def test_a_bad_dataset_line_is_a_config_error_naming_the_line(home, tmp_path):
     assert f"eval.dataset: bad line (got {data}:2" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_joblib_launcher_runs_the_jobs_in_parallel_processes(home, tmp_path):
+def test_the_joblib_launcher_runs_streamed_evaluations_in_parallel_processes(home, tmp_path):
     directory = sweep(home, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+recipe=echo",
-                      "cache.ttl=0,30", "eval.limit=3", "eval.relevance=false")
+                      "cache.ttl=0,30", "eval.limit=3", "eval.relevance=false", "eval.stream=true")
+    metrics = metrics_of(directory)
+    assert len(metrics) == 2 and len(summary_rows(directory)) == 2
+    for m in metrics.values():
+        assert m["answered"] == 3 and m["first_chunk_ms"]["p95"] <= m["latency_ms"]["p95"]
+
+
+def test_the_submitit_launcher_runs_the_jobs_and_the_slurm_config_composes(home, tmp_path):
+    # submitit_local is the SLURM launcher's code path with local processes in place of a cluster.
+    directory = sweep(home, tmp_path, "hydra/launcher=submitit_local", "+recipe=echo", "cache.ttl=0,30",
+                      "eval.limit=3", "eval.relevance=false")
     assert len(metrics_of(directory)) == 2 and len(summary_rows(directory)) == 2
+    slurm = run_cli("hydra/launcher=slurm", "hydra.launcher.partition=a100", "--cfg", "hydra", "--package",
+                    "hydra.launcher", cwd=tmp_path)
+    assert slurm.returncode == 0, slurm.stderr
+    launcher = yaml.safe_load(slurm.stdout)
+    assert (launcher["partition"], launcher["gpus_per_node"]) == ("a100", 1)
 
 
 def test_the_optuna_search_maximises_relevance_within_the_latency_bound(home, tmp_path, tiny_model):

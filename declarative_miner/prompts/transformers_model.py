@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ class TransformersChat:
         revision: branch, tag or commit when `model` is a hub id.
         dtype: auto (as stored), float32, bfloat16 or float16.
         device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.
-        threads: torch CPU threads per generation; None keeps torch's default.
+        threads: torch CPU threads per generation; None: all cores but one, which the server's
+            event loop needs (on 2 cores, 2 threads made answers ~10% slower than 1).
         max_new_tokens: upper bound on generated tokens (lowered to fit the model's context).
         temperature: 0 for greedy (deterministic) decoding; above 0 samples.
         top_p: nucleus sampling mass, used when sampling.
@@ -55,7 +57,7 @@ class TransformersChat:
         _require(temperature >= 0, "temperature", temperature, "0 (greedy) or more")
         _require(0 < top_p <= 1, "top_p", top_p, "a probability in (0, 1]")
         _require(threads is None or threads >= 1, "threads", threads, "at least 1, or null")
-        self.threads = threads
+        self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.device = _device(device)
         self.max_new_tokens, self.system_prompt = max_new_tokens, system_prompt
         self.sampling: dict[str, Any] = (dict(do_sample=True, temperature=temperature, top_p=top_p)
@@ -70,7 +72,8 @@ class TransformersChat:
                  time.perf_counter() - started, f"{self.model.num_parameters():,}", self.context)
 
     def __repr__(self) -> str:
-        return f"TransformersChat({self.name!r} on {self.device}, max_new_tokens={self.max_new_tokens}, {self.sampling})"
+        return (f"TransformersChat({self.name!r} on {self.device}, {self.threads} CPU threads, "
+                f"max_new_tokens={self.max_new_tokens}, {self.sampling})")
 
     async def __call__(self, request: Prompting) -> AsyncIterator[str]:
         """Yield the completion's text as it is generated."""
@@ -94,8 +97,7 @@ class TransformersChat:
             stop.set()
 
     def _run(self, chat: list[dict[str, str]], hand_over: Callable[[Any], None], stop: threading.Event) -> None:
-        if self.threads:  # OpenMP's thread count is per OS thread: set in the main thread, it is lost here
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)  # OpenMP's count is per OS thread: set elsewhere, it is lost here
         try:
             self.generate(chat, hand_over, stop)
         except Exception as exc:
