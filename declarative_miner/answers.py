@@ -9,14 +9,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from concurrent.futures import Executor
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
-from .errors import PromptFailed
+from .errors import PromptFailed, RequestError
 from .protocol import Prompting
 from .server.scheduler import current_slot
 
+log = logging.getLogger(__name__)
+
 _DONE = object()
+
+
+@contextlib.contextmanager
+def as_prompt_failure() -> Iterator[None]:
+    """Anything a prompt raises, except the miner's own request errors, is a 500 with its reason."""
+    try:
+        yield
+    except RequestError:
+        raise
+    except Exception as exc:
+        log.exception("the prompt raised")
+        raise PromptFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 async def in_thread(executor: Executor, fn: Callable, *args: Any) -> Any:

@@ -11,13 +11,13 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
 import bittensor as bt
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
-from .answers import chunks_of, completion_of, in_thread
+from .answers import as_prompt_failure, chunks_of, completion_of, in_thread
 from .cache import PromptCache
 from .chain import dev
 from .chain.live import LiveChain
@@ -25,7 +25,6 @@ from .chain.metagraph import Metagraph
 from .chain.sync import MetagraphSync
 from .checks import Problems, check
 from .config import ConfigError, ConfigProblem, compose, to_settings
-from .errors import PromptFailed, RequestError
 from .imports import build
 from .policies.blacklist import RULES, Blacklist
 from .policies.priority import STRATEGIES
@@ -43,18 +42,6 @@ from .wallet import open_wallet
 
 log = logging.getLogger(__name__)
 
-
-
-@contextlib.contextmanager
-def _as_prompt_failure() -> Iterator[None]:
-    """Anything a prompt raises, except our own request errors, is a 500 with its reason."""
-    try:
-        yield
-    except RequestError:
-        raise
-    except Exception as exc:
-        log.exception("the prompt raised")
-        raise PromptFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Miner:
@@ -167,7 +154,7 @@ class Miner:
             PromptFailed: the prompt raised or returned something that is not a completion.
         """
         async def answer() -> str:
-            with _as_prompt_failure():
+            with as_prompt_failure():
                 return await completion_of(await self._call(self.prompt, synapse), self._executor)
 
         synapse.completion = await self.cache.run(self.cache.key(synapse.messages), answer)
@@ -176,7 +163,7 @@ class Miner:
     async def _stream(self, synapse: Prompting) -> AsyncIterator[str]:
         """`_prompt`, chunk by chunk as the prompt yields them; the cache sees the whole text."""
         async def chunks() -> AsyncIterator[str]:
-            with _as_prompt_failure():
+            with as_prompt_failure():
                 produced = chunks_of(await self._call(self.prompt, synapse), self._executor)
                 async with contextlib.aclosing(produced):
                     async for chunk in produced:
