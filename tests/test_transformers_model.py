@@ -83,6 +83,13 @@ def test_a_chat_the_template_refuses_gets_422_and_the_miner_keeps_serving(llama,
         assert client.prompt(["hello"]).status == 200
 
 
+def test_a_prompt_longer_than_the_context_gets_422_with_the_sizes(llama, client_for):
+    with llama() as miner:
+        refused = client_for(miner).prompt(["the " * 5000])
+    assert (refused.status, refused.error) == (422, "malformed body")
+    assert refused.reason.endswith("tokens; this model's context is 4096")
+
+
 def test_concurrent_requests_answer_as_they_would_alone(llama, client_for):
     with llama("axon.max_concurrency=2") as miner:
         client = client_for(miner)

@@ -67,6 +67,8 @@ class TransformersChat:
         log.info("Loading model %s (dtype %s) on %s ...", model, dtype, self.device)
         self.tokenizer, self.model = _load(model, revision, DTYPES[dtype], self.device)
         self.context = getattr(self.model.config, "max_position_embeddings", None)
+        pad = self.tokenizer.pad_token_id  # 0 is a real id: only None falls back to end-of-sequence
+        self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.name = model
         log.info("Loaded %s in %.1f s: %s parameters, context %s tokens", model,
                  time.perf_counter() - started, f"{self.model.num_parameters():,}", self.context)
@@ -121,7 +123,7 @@ class TransformersChat:
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs.to(self.device), **self.sampling, max_new_tokens=budget, streamer=feed,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                pad_token_id=self.pad_token_id,
                 stopping_criteria=StoppingCriteriaList([_WhenSet(stop or threading.Event())]))
         new = output[0, prompt_tokens:]
         self.usage.add(prompt_tokens, len(new))
