@@ -16,11 +16,11 @@ from ..protocol import Prompting
 from .usage import Usage
 
 try:
-    import jinja2
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 except ImportError as exc:
     raise MissingDependency("the transformers prompt", exc.name, "pip install 'declarative-miner[llama]'") from exc
+import jinja2  # noqa: E402  (installed with transformers, so imported after the check that names the extra)
 
 log = logging.getLogger(__name__)
 
