@@ -78,7 +78,8 @@ def _job(cfg: DictConfig) -> Optional[float]:
 
 def _evaluate(cfg: DictConfig) -> float:
     """Run `mode=eval`; returns the sweep objective (what an Optuna sweeper maximises)."""
-    from .eval.runner import METRICS, evaluate, objective
+    from .eval.runner import evaluate, objective
+    from .summary import METRICS
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)

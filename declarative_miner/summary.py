@@ -25,27 +25,27 @@ COLUMNS = ("job", "overrides", "requests", "answered", "errors", "p50_ms", "p95_
            "tokens_per_s", "cache_hits", "relevance", "exact", "contains")
 
 
-def _jobs(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+def jobs(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(job number, metrics) of each job of the sweep that wrote metrics, in job order."""
     paths = sorted(sweep_dir.glob(f"*/{METRICS}"), key=lambda p: (len(p.parent.name), p.parent.name))
     return [(path.parent.name, json.loads(path.read_text())) for path in paths]
 
 
-def common(sweep_dir: Path) -> list[str]:
-    """The overrides every job of the sweep shared (none when it has a single job)."""
-    jobs = [metrics.get("overrides", []) for _, metrics in _jobs(sweep_dir)]
-    if len(jobs) < 2:
+def common(found: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The overrides every job shared (none when there is a single job)."""
+    overrides = [metrics.get("overrides", []) for _, metrics in found]
+    if len(overrides) < 2:
         return []
-    shared = set.intersection(*map(set, jobs))
-    return [override for override in jobs[0] if override in shared]
+    shared = set.intersection(*map(set, overrides))
+    return [override for override in overrides[0] if override in shared]
 
 
-def rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job of the sweep that wrote metrics, in job order; `overrides` holds only
-    those that differ between jobs."""
-    shared, found = set(common(sweep_dir)), []
-    for job, metrics in _jobs(sweep_dir):
+def rows(found: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per job; `overrides` holds only those that differ between jobs."""
+    shared, table_rows = set(common(found)), []
+    for job, metrics in found:
         latency, quality = metrics["latency_ms"] or {}, metrics["quality"]
-        found.append({
+        table_rows.append({
             "job": job, "overrides": " ".join(o for o in metrics.get("overrides", []) if o not in shared),
             "requests": metrics["requests"], "answered": metrics["answered"],
             "errors": " ".join(f"{status}x{count}" for status, count in sorted(metrics["errors"].items())),
@@ -54,7 +54,7 @@ def rows(sweep_dir: Path) -> list[dict[str, Any]]:
             "cache_hits": metrics["cache_hits"], "relevance": quality["relevance"], "exact": quality["exact"],
             "contains": quality["contains"],
         })
-    return found
+    return table_rows
 
 
 def table(found: Sequence[dict[str, Any]]) -> str:
@@ -72,15 +72,16 @@ def _cell(value: Any) -> str:
 
 def write(sweep_dir: Path) -> Optional[str]:
     """Write summary.csv and summary.png into `sweep_dir`; returns the table (None: no eval jobs)."""
-    found = rows(sweep_dir)
+    found = jobs(sweep_dir)
     if not found:
         return None
+    table_rows = rows(found)
     with open(sweep_dir / "summary.csv", "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(found)
-    _plot(found, sweep_dir / "summary.png")
-    return f"every job: {' '.join(common(sweep_dir)) or '(no shared overrides)'}\n{table(found)}"
+        writer.writerows(table_rows)
+    _plot(table_rows, sweep_dir / "summary.png")
+    return f"every job: {' '.join(common(found)) or '(no shared overrides)'}\n{table(table_rows)}"
 
 
 def _plot(found: Sequence[dict[str, Any]], path: Path) -> None:

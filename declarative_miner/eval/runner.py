@@ -8,6 +8,7 @@ cache inside the job's output directory.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import logging
@@ -26,13 +27,10 @@ from ..config import ConfigError, ConfigProblem
 from ..imports import MissingDependency
 from ..miner import Miner
 from ..schema import EvalConfig
+from ..summary import METRICS
 from ..wallet import open_wallet
 from . import dataset
 from .dataset import Item
-
-log = logging.getLogger(__name__)
-
-METRICS = "metrics.json"
 
 
 @dataclass
@@ -76,7 +74,9 @@ def evaluate(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict[st
 
 def _scorer():
     try:
-        from .relevance import Relevance  # torch and transformers: imported only when scoring
+        from .relevance import (
+            Relevance,  # torch and transformers: imported only when scoring
+        )
     except MissingDependency as exc:
         raise ConfigError([ConfigProblem("eval.relevance", f"{exc}, or eval.relevance=false")]) from None
     return Relevance()
@@ -116,10 +116,7 @@ def _one(client: MinerClient, item: Item, stream: bool) -> Outcome:
 def measure(outcomes: list[Outcome], seconds: float, usage: dict, cache_hits: int, scorer: Any) -> dict[str, Any]:
     """The metrics of a finished workload (latencies of answered requests only)."""
     answered = [o for o in outcomes if o.status == 200]
-    errors: dict[str, int] = {}
-    for o in outcomes:
-        if o.status != 200:
-            errors[str(o.status)] = errors.get(str(o.status), 0) + 1
+    errors = dict(collections.Counter(str(o.status) for o in outcomes if o.status != 200))
     completion_tokens = usage.get("completion_tokens")
     return {
         "requests": len(outcomes),

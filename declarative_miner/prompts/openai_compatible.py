@@ -56,7 +56,7 @@ class OpenAICompatible:
         self.extra_body, self.timeout = dict(extra_body or {}), timeout
         self.api_key = os.environ.get(api_key_env) or "none"
         self.usage = Usage()
-        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+        self._client: Optional[tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI]] = None
         self._probe()
 
     def __repr__(self) -> str:
@@ -79,24 +79,25 @@ class OpenAICompatible:
         else:
             log.info("The model server at %s serves %s", self.base_url, self.model)
 
-    def _client(self) -> openai.AsyncOpenAI:
-        # One client per event loop: its connection pool belongs to the loop that opened it.
+    def _client_here(self) -> openai.AsyncOpenAI:
+        # A client's connection pool belongs to the event loop that opened it: a new loop (the miner
+        # restarted in-process) gets a new client.
         loop = asyncio.get_running_loop()
-        if loop not in self._clients:
-            self._clients = {loop: openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
-                                                      timeout=self.timeout, max_retries=0)}
-        return self._clients[loop]
+        if self._client is None or self._client[0] is not loop:
+            self._client = (loop, openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
+                                                     timeout=self.timeout, max_retries=0))
+        return self._client[1]
 
     async def aclose(self) -> None:
         """Close this event loop's connections to the server (the miner calls it as it stops)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
+        if self._client is not None and self._client[0] is asyncio.get_running_loop():
+            client, self._client = self._client[1], None
             await client.close()
 
     async def __call__(self, request: Prompting) -> AsyncIterator[str]:
         """Yield the server's answer as it streams in."""
         with _as_request_errors(self.base_url):
-            stream = await self._client().chat.completions.create(
+            stream = await self._client_here().chat.completions.create(
                 model=self.model, messages=request.chat(self.system_prompt), stream=True,
                 stream_options={"include_usage": True}, extra_body=self.extra_body or None, **self.sampling)
             async with stream:
