@@ -35,6 +35,9 @@ class Job:
     connections: int
     per_connection: int
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    source: str = "127.0.0.1"  # the local address to connect from (127.0.0.2 stands for another host)
+    forge: bool = False  # claim the caller's hotkey with a signature of zeros (401-bound)
+    size: int = 0  # pad each prompt to this many characters
 
 
 def _http(port: int, headers: dict, body: bytes) -> bytes:
@@ -53,13 +56,16 @@ def requests_for(job: Job, connection: int) -> list[bytes]:
     keypair = open_wallet(callers[connection % len(callers)], "default", job.wallets).hotkey
     uid, out = str(uuid.uuid1()), []
     for i in range(job.per_connection):
-        messages = [f"bench {job.tag}-{connection}-{i}"]
+        messages = [f"bench {job.tag}-{connection}-{i} ".ljust(job.size, "x")]
         if job.protocol == "v10":
             headers, body = v10.sign(keypair, receiver=job.receiver, roles=["user"], messages=messages, uuid=uid)
         else:
             body = json.dumps({"roles": ["user"], "messages": messages}).encode()
             headers = http_auth.sign(keypair, method="POST", path="/Prompting", body=body,
                                      receiver_ss58=job.receiver, nonce_ns=next(nonces))
+        if job.forge:
+            signature = "bt_header_dendrite_signature" if job.protocol == "v10" else http_auth.HEADER_SIGNATURE
+            headers = {**headers, signature: "0x" + "00" * 64}
         out.append(_http(job.port, headers, body))
     return out
 
@@ -75,8 +81,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return int(status_line.split()[1])
 
 
-async def _connection(port: int, requests: list[bytes], results: list) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _connection(port: int, source: str, requests: list[bytes], results: list) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0),
+                                                   limit=2**21)
     try:
         for raw in requests:
             started = time.perf_counter()
@@ -95,7 +102,7 @@ def _run(index: int, job: Job, start_at: float, queue) -> None:
     time.sleep(max(0.0, start_at - time.time()))
 
     async def main() -> None:
-        await asyncio.gather(*(_connection(job.port, batch, results) for batch in batches))
+        await asyncio.gather(*(_connection(job.port, job.source, batch, results) for batch in batches))
 
     asyncio.run(main())
     used = os.times()

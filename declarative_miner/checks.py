@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from .config import ConfigError, ConfigProblem
 from .schema import MinerConfig
+from .server.replay import REDIS_SCHEMES
 
 
 class Problems:
@@ -43,9 +44,11 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.max_body_bytes > 0, "axon.max_body_bytes", axon.max_body_bytes, "bytes > 0")
     need(axon.max_header_bytes >= 1024, "axon.max_header_bytes", axon.max_header_bytes, "at least 1024 bytes")
     need(axon.workers >= 1, "axon.workers", axon.workers, "at least 1")
-    need(axon.replay_store in ("auto", "memory", "disk") or axon.replay_store.startswith(("redis://", "rediss://", "unix://")),
+    need(axon.replay_store in ("auto", "memory", "disk") or axon.replay_store.startswith(REDIS_SCHEMES),
          "axon.replay_store", axon.replay_store, "auto, memory, disk or a redis:// URL")
     need(axon.max_connections >= 1, "axon.max_connections", axon.max_connections, "at least 1")
+    need(axon.max_connections_per_ip >= 1, "axon.max_connections_per_ip", axon.max_connections_per_ip, "at least 1")
+    need(axon.max_unverified_per_ip >= 1, "axon.max_unverified_per_ip", axon.max_unverified_per_ip, "at least 1")
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
     need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")
     need(settings.cache.ttl >= 0, "cache.ttl", settings.cache.ttl, "seconds >= 0 (0 disables)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 from . import config
 from .config import ConfigError
+from .files import PRIVATE_UMASK
 from .schema import Mode
 
 log = logging.getLogger("declarative_miner")
@@ -93,6 +95,7 @@ def _evaluate(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Entry point of `python -m declarative_miner` and the `declarative-miner` script."""
+    os.umask(PRIVATE_UMASK)  # wallets, caches and replay stores are the operator's alone
     config.register()
     _prevalidate(sys.argv[1:])
     _job()

@@ -37,6 +37,12 @@ class DuplicatePrompt(RequestError, ValueError):
     status, error = 409, "duplicate prompt"
 
 
+class ClientGone(RequestError):
+    """The caller disconnected: its prompt was stopped. 499, as nginx counts it; never sent."""
+
+    status, error = 499, "client closed request"
+
+
 class RequestTimeout(RequestError):
     status, error = 408, "request timeout"
 

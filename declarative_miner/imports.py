@@ -57,7 +57,7 @@ def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[
     try:
         inspect.signature(obj).bind_partial(**kwargs)
     except TypeError as exc:
-        raise ConfigError([ConfigProblem(key, f"{path} does not take these arguments (got {dict(kwargs)}; {exc})")]) from None
+        raise ConfigError([ConfigProblem(key, f"{path} does not take these arguments (got {_names(kwargs)}; {exc})")]) from None
     except ValueError:
         pass  # builtins without a signature: let the call itself decide
     if inspect.isclass(obj):
@@ -66,5 +66,10 @@ def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[
         except BadArgument as exc:
             raise ConfigError([ConfigProblem(f"{key.removesuffix('._target_')}.{exc.argument}", str(exc))]) from None
         except (TypeError, ValueError) as exc:
-            raise ConfigError([ConfigProblem(key, f"{exc} (got {dict(kwargs)})")]) from None
+            raise ConfigError([ConfigProblem(key, f"{exc} (got arguments {_names(kwargs)})")]) from None
     return functools.partial(obj, **kwargs) if kwargs else obj
+
+
+def _names(kwargs: Mapping[str, Any]) -> str:
+    # Names only: an argument's value may be a secret (an API key) and errors end up in logs.
+    return ", ".join(kwargs) or "none"

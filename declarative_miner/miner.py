@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -30,12 +29,14 @@ from .policies.blacklist import RULES, Blacklist
 from .policies.priority import STRATEGIES
 from .prompts.usage import Usage
 from .protocol import Prompting
+from .schema import Mode
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
-from .server.replay import open_stores
+from .server.replay import open_store
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
+from .server.threads import DaemonThreadPool
 from .server.v10 import V10Auth
 from .server.workers import supervise
 from .wallet import open_wallet
@@ -66,6 +67,7 @@ class Miner:
         self._config = cfg
         self.settings = s = to_settings(cfg)
         self.subtensor = subtensor
+        self.not_created: list[Path] = []  # dev files mode=validate found missing (the first run creates them)
         problems = Problems()
         problems.found.extend(check(s))
         self.wallet = wallet or problems.attempt(self._open_wallet)
@@ -82,14 +84,18 @@ class Miner:
         log.info("Instantiating prompt <%s>", target)
         self.cache = PromptCache(str(Path(s.cache.directory).expanduser()), s.cache.ttl,
                                  s.cache.on_hit.value, s.cache.size_limit, s.cache.sync_writes)
-        self._executor = concurrent.futures.ThreadPoolExecutor(s.axon.max_concurrency, "prompt")
+        self._executor = DaemonThreadPool(s.axon.max_concurrency, "prompt")
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
-        self._stores: list = []
+        self._nonces = None  # the replay store, opened with the server
 
     def _open_wallet(self):
         s = self.settings
-        if s.network.name == "dev":
+        if s.network.name == "dev" and s.mode == Mode.validate:  # validate creates nothing
+            self.not_created = dev.missing(s.wallet.name, s.wallet.hotkey, s.wallet.path, s.network.metagraph_file)
+            if self.not_created:
+                return dev.StandInWallet()
+        elif s.network.name == "dev":
             dev.prepare(s.home, s.wallet.name, s.wallet.hotkey, s.wallet.path,
                         s.network.metagraph_file, s.network.netuid)
         return open_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
@@ -97,6 +103,8 @@ class Miner:
     def _connect(self) -> MetagraphSync:
         """The metagraph source the network names, read once now (a live chain must list us)."""
         s = self.settings
+        if s.network.name == "dev" and self.not_created:
+            return MetagraphSync(lambda: dev.empty_metagraph(s.network.netuid), s.network.sync_interval)
         if s.network.name == "dev":
             return MetagraphSync(lambda: dev.load_metagraph(s.network.metagraph_file, s.network.netuid),
                                  s.network.sync_interval)
@@ -275,7 +283,8 @@ class Miner:
     def _new_server(self) -> HttpServer:
         a = self.settings.axon
         return HttpServer(self._make_app(), a.ip, a.port, drain_timeout=a.request_timeout,
-                          max_connections=a.max_connections, max_header_bytes=a.max_header_bytes,
+                          max_connections=a.max_connections, max_connections_per_ip=a.max_connections_per_ip,
+                          max_header_bytes=a.max_header_bytes,
                           header_timeout=a.request_timeout)
 
     def _serve(self) -> None:
@@ -283,7 +292,12 @@ class Miner:
             self._server.serve()
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = concurrent.futures.ThreadPoolExecutor(self.settings.axon.max_concurrency, "prompt")
+            self._executor = DaemonThreadPool(self.settings.axon.max_concurrency, "prompt")
+
+    async def _save_nonces(self) -> None:
+        # A clean stop saves what an in-memory replay store holds, for the next start.
+        if self._nonces is not None:
+            self._nonces.close()
 
     async def _close_prompt(self) -> None:
         # A backend holding connections (the openai one) closes them on the loop that opened them.
@@ -308,27 +322,30 @@ class Miner:
             return f"the metagraph is {age:.0f} s old (bound {bound:g} s): refreshing it has failed since; retrying"
         return None
 
-    def _replay_stores(self) -> tuple:
+    def _replay_store(self):
         a = self.settings.axon
-        for store in self._stores:
-            store.close()
-        self._stores = open_stores(a.replay_store, a.workers, self.settings.home,
-                                   retention=max(a.max_age + a.allowed_skew + 1.0, 65.0))
-        return tuple(self._stores) or (None, None)
+        if self._nonces is not None:
+            self._nonces.close()
+        self._nonces = open_store(a.replay_store, a.workers, self.settings.home,
+                                  retention=a.max_age + a.allowed_skew + 1.0, allowed_skew=a.allowed_skew)
+        return self._nonces
 
     def _close_files(self) -> None:
         self.cache.close()
-        for store in self._stores:
-            store.close()
+        if self._nonces is not None:
+            self._nonces.close()
+            self._nonces = None
 
     def _make_app(self) -> MinerApp:
         a = self.settings.axon
-        nonces, ledger = self._replay_stores()
+        nonces = self._replay_store()
         auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
                       require_receiver=a.require_receiver, nonce_store=nonces)
         scheduler = Scheduler(a.max_concurrency, a.max_queue)
         metrics = Metrics({
             "miner_queue_depth": ("Requests waiting for a slot", lambda: scheduler.waiting),
+            "miner_overrunning_prompts": ("Prompts still running in threads after their request ended",
+                                          lambda: scheduler.overrunning),
             "miner_cache_hits": ("Prompts answered from the cache since start", lambda: self.cache.hits),
             "miner_metagraph_age_seconds": ("Seconds since the metagraph was read", lambda: self.metagraph.age),
             "miner_metagraph_block": ("Block of the metagraph in use", lambda: self.metagraph.block),
@@ -338,13 +355,14 @@ class Miner:
                 metrics.gauge(f"miner_{count}", f"{count.replace('_', ' ').capitalize()} the model reported since start",
                               lambda count=count: usage.totals()[count])
         return MinerApp(
-            auth=auth, v10=V10Auth(self.hotkey, allowed_skew=a.allowed_skew, ledger=ledger), blacklist=self.blacklist,
+            auth=auth, v10=V10Auth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew, nonce_store=nonces), blacklist=self.blacklist,
             priority=self.priority, prompt=self._prompt, stream=self._stream,
             health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count,
             scheduler=scheduler, metrics=metrics,
-            limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue),
+            limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue,
+                          a.max_unverified_per_ip),
             on_startup=[self._announce, self._sync.start, self.cache.start_culling],
-            on_shutdown=[self._sync.stop, self.cache.stop_culling, self._close_prompt],
+            on_shutdown=[self._sync.stop, self.cache.stop_culling, self._close_prompt, self._save_nonces],
         )
 
     async def _announce(self) -> None:
@@ -375,7 +393,9 @@ class Miner:
         cache = f"ttl {s.cache.ttl:g} s, on_hit={s.cache.on_hit.value}, {s.cache.directory}" if s.cache.ttl else "off"
         return "\n".join([
             f"network    {s.network.name} (netuid {s.network.netuid}): {len(self.metagraph)} neurons",
-            f"wallet     {s.wallet.name}/{s.wallet.hotkey} -> {self.hotkey}",
+            f"wallet     {s.wallet.name}/{s.wallet.hotkey} -> " + (
+                f"not created yet ({', '.join(map(str, self.not_created))}): the first run creates it; "
+                "mode=validate creates nothing" if self.not_created else self.hotkey),
             f"axon       http://{s.axon.ip}:{s.axon.port} (btauth/1; {s.axon.max_concurrency} at once, "
             f"timeout {s.axon.request_timeout:g} s)",
             f"blacklist  {rules}",

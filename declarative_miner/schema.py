@@ -53,10 +53,12 @@ class AxonConfig:
     max_body_bytes: int = 1048576  # larger bodies get 413 before they are read
     max_header_bytes: int = 32768  # request line plus headers; more gets 431 and the connection closes
     max_connections: int = 2048  # open connections at once (per worker); beyond that new requests get 503
+    max_connections_per_ip: int = 128  # open connections from one address (a v10 Dendrite pools up to 100); more are closed at once
+    max_unverified_per_ip: int = 16  # requests from one address whose signature is not yet verified; more get 429
     workers: int = 1  # server processes on this port; they share the prompt cache and the replay store
-    replay_store: str = "auto"  # accepted nonces: memory, disk (shared by workers), redis://… (by machines), auto
-    max_age: float = 10.0  # btauth/1: seconds a signed nonce stays fresh
-    allowed_skew: float = 2.0  # btauth/1: seconds a caller's clock may run ahead of ours
+    replay_store: str = "auto"  # accepted nonces: memory (kept across restarts), disk (shared by workers), redis://… (by machines), auto
+    max_age: float = 10.0  # seconds a signed nonce stays fresh (btauth/1 and v10 alike)
+    allowed_skew: float = 2.0  # seconds a caller's clock may run ahead of ours
     require_receiver: bool = True  # btauth/1: reject requests not bound to this miner's hotkey
 
 

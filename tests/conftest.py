@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import json
 import os
@@ -112,7 +113,7 @@ def client_for(hotkeys) -> Iterator[Callable[..., MinerClient]]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A directory holding a tiny random-weight Llama chat model (see tests/tiny_model.py)."""
-    pytest.importorskip("transformers", reason="the model recipes need: pip install -e '.[test]'")
+    import_required("transformers", "the model recipes need: pip install -e '.[test]'")
     from tests import tiny_model
 
     return tiny_model.build(tmp_path_factory.mktemp("tiny-llama"))
@@ -135,11 +136,28 @@ def v10_python() -> Path:
             shutil.rmtree(CACHE, ignore_errors=True)
             unreachable = any(s in result.stderr for s in ("Could not find a version", "NewConnectionError",
                                                            "Temporary failure in name resolution"))
-            if unreachable:
-                pytest.skip(f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: {result.stderr[-300:]}")
+            require(not unreachable, f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: "
+                                     f"{result.stderr[-300:]}")
             pytest.fail(f"installing {BITTENSOR_V10} failed:\n{result.stderr[-2000:]}")
         ready.touch()
     return python
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip a test whose component this machine cannot have; in CI (CI=true) fail instead, since a
+    CI machine must have every required component."""
+    if not available:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"required in CI: {reason}")
+        pytest.skip(reason)
+
+
+def import_required(module: str, reason: str):
+    """`module`, imported; skipped where it cannot be installed, a failure in CI (see `require`)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        require(False, f"{module} is not installed: {reason}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None:

@@ -60,3 +60,30 @@ async def async_words(request: Prompting):
 def fails_midway(request: Prompting):
     yield "first "
     raise RuntimeError("lost the model")
+
+
+stopped: list[str] = []  # prompts that were stopped (cancelled or closed), by their last message
+
+
+async def waits_forever(request: Prompting) -> str:
+    """Never answers by itself; records being stopped."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        stopped.append(request.messages[-1])
+    return "unreachable"
+
+
+async def streams_then_waits(request: Prompting):
+    """One chunk, then waits forever; records being stopped."""
+    try:
+        yield "first\n"
+        await asyncio.Event().wait()
+    finally:
+        stopped.append(request.messages[-1])
+
+
+def never_returns(request: Prompting) -> str:
+    """A plain prompt stuck for good: its thread can never be stopped."""
+    threading.Event().wait()
+    return "unreachable"

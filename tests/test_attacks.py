@@ -77,7 +77,7 @@ def test_kill_9_under_load_then_restart_opens_the_cache_intact(tmp_path, hotkeys
 
     (tmp_path / "mg.yaml").write_text(yaml.safe_dump({"neurons": [
         {"hotkey": hotkeys["dev-validator"].ss58_address, "stake": 10000, "validator_permit": True}]}))
-    args = ("axon.port=0", f"wallet.path={wallets_dir}", f"network.metagraph_file={tmp_path}/mg.yaml",
+    args = ("axon.port=0", "axon.allowed_skew=0", f"wallet.path={wallets_dir}", f"network.metagraph_file={tmp_path}/mg.yaml",
             f"cache.directory={tmp_path}/cache")
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
     miner = Running(*args, env=env, cwd=tmp_path)

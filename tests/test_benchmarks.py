@@ -30,9 +30,18 @@ def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("floor btauth/1 c=2", "miner btauth/1 c=2", "miner v10 route c=2", "miner blacklisted c=2",
-                "validator under 20-caller flood", "stock v10 Axon c=2", "miner CPU/request vs floor",
-                "blacklisted vs served"):
+                "validator under 20-caller flood", "validator under forged-claim flood",
+                "validator, 600 held connections", "forged v10 1 MB", "stock v10 Axon c=2",
+                "miner CPU/request vs floor", "blacklisted vs served", "503s under 600 held connections"):
         assert row in result.stdout, result.stdout
+
+
+def test_a_ratio_over_a_baseline_measured_as_zero_prints_no_number():
+    """CPU is read in 10 ms ticks: a tiny run can measure 0 for the baseline (it crashed one run in five)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from serving import ratio
+
+    assert ratio(1.0, 0.0).strip().startswith("n/a") and ratio(3.0, 2.0) == "  1.50x"
 
 
 def test_the_model_benchmark_runs_at_a_tiny_size(tmp_path, tiny_model):

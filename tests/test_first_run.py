@@ -84,6 +84,13 @@ def test_first_run_creates_the_dev_network_serves_and_the_client_gets_the_echo(f
 
 def test_a_second_run_reuses_the_dev_wallets_and_never_rewrites_them(fresh_home):
     env, cwd = fresh_home
+    validate = [sys.executable, "-m", "declarative_miner", "mode=validate"]
+    before = subprocess.run(validate, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert before.returncode == 0 and "mode=validate creates nothing" in before.stdout, before.stderr
+    assert not (cwd / "home" / "dev" / "wallets").exists()
+    first_run = Running("axon.port=0", env=env, cwd=cwd)
+    first_run.wait_for("Serving")
+    assert first_run.stop() == 0
     for _ in range(2):
         result = subprocess.run([sys.executable, "-m", "declarative_miner", "mode=validate"], env=env, cwd=cwd,
                                 capture_output=True, text=True, timeout=60)

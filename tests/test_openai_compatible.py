@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import run_cli, wait_until
+from tests.conftest import import_required, run_cli, wait_until
 
-pytest.importorskip("openai")
-pytest.importorskip("fastapi", reason="`transformers serve` needs transformers[serving]")
+import_required("openai", "the openai recipe needs: pip install -e '.[openai]'")
 
 NEW_TOKENS = 10
 
@@ -36,6 +35,7 @@ def _answers(url: str) -> bool:
 @pytest.fixture(scope="module")
 def model_server(tiny_model, tmp_path_factory):
     """`transformers serve` with the tiny model preloaded; yields its /v1 URL."""
+    import_required("fastapi", "`transformers serve` needs: pip install 'transformers[serving]'")
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     command = [str(Path(sys.executable).with_name("transformers")), "serve", str(tiny_model),
@@ -98,6 +98,7 @@ def test_a_server_that_is_down_gets_503_with_a_reason_and_the_miner_keeps_servin
 def test_the_api_key_comes_from_the_environment_never_the_yaml(home, tmp_path, model_server):
     literal = run_cli("+recipe=openai", "+prompt.api_key=sk-secret", f"home={home}", "mode=validate", cwd=tmp_path)
     assert literal.returncode == 2 and "api_key" in literal.stderr
+    assert "sk-secret" not in literal.stderr + literal.stdout  # a refused secret is never printed
     env = {**os.environ, "MY_KEY": "sk-from-env"}
     named = run_cli("+recipe=openai", "prompt.api_key_env=MY_KEY", f"prompt.base_url={model_server}",
                     f"home={home}", "mode=validate", cwd=tmp_path, env=env)

@@ -125,20 +125,44 @@ def test_unsigned_requests_cannot_spend_a_validators_budget(make_miner, client_f
         assert client.prompt(["real"]).status == 200
 
 
+def test_a_forged_claim_cannot_learn_that_a_validator_is_over_its_limit(make_miner, client_for):
+    """Authenticate before telling: an over-limit validator's forged claim gets 401, not 429."""
+    with make_miner("+blacklist.rules.rate_limit={requests: 2, window: 60}", "cache.ttl=0") as miner:
+        client = client_for(miner)
+        assert [client.prompt([f"spent {i}"]).status for i in range(2)] == [200, 200]
+        body = b'{"roles": ["user"], "messages": ["forged"]}'
+        forged = {**client.signed_headers(body), "X-Bittensor-Signature": "0x" + "00" * 64}
+        refused = client.send(body, forged)
+        real = client.prompt(["over"])
+    assert (refused.status, refused.reason.split(":")[0]) == (401, "BadSignature")
+    assert real.status == 429
+
+
 def test_rate_limit_buckets_refill():
     limit, who = RateLimit(requests=1, window=0.05), caller(A)
+    assert limit(who, GRAPH) is None  # an unverified claim is never refused by the rate limit
     limit.count(who)
     with pytest.raises(RateLimited):
-        limit(who, GRAPH)
+        limit.count(who)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
-            assert limit(who, GRAPH) is None
+            limit.count(who)
             break
         except RateLimited:
-            pass
+            time.sleep(0.005)
     else:
         pytest.fail("the bucket never refilled")
+
+
+@pytest.mark.parametrize("make", [lambda: TimeStake(max_callers=1000), lambda: RateLimit(requests=5, max_callers=1000)])
+def test_per_caller_state_is_bounded_and_constant_time(make):
+    """100,000 distinct hotkeys keep at most max_callers entries; the last ones are each O(1)."""
+    policy = make()
+    use = policy.count if isinstance(policy, RateLimit) else (lambda who: policy(who, GRAPH))
+    for i in range(100_000):
+        use(caller(f"5Stranger{i}"))
+    assert len(policy) == 1000
 
 
 def test_ip_rules_over_the_wire(make_miner, client_for):

@@ -10,13 +10,13 @@ import pytest
 
 from declarative_miner.server import v10
 
-from .conftest import wait_until
+from .conftest import require, wait_until
 
 
 @pytest.fixture
 def redis_url(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
+    require(shutil.which("redis-server") is not None,
+            "redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
     import redis
 
     with __import__("socket").socket() as probe:

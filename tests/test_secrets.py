@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 
@@ -34,15 +33,3 @@ def test_no_private_key_or_mnemonic_in_logs_cfg_output_health_or_metrics(tmp_pat
             assert secrets[field] and secrets[field] not in everything, field
             assert secrets[field].removeprefix("0x") not in everything, field
     assert json.loads(keyfile.read_text())["ss58Address"] in everything  # the public part is shown
-
-
-def test_nothing_the_miner_writes_is_writable_by_others_and_keys_are_private(tmp_path):
-    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
-    result = subprocess.run([sys.executable, "-m", "declarative_miner", "mode=validate"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    for path in (tmp_path / "home").rglob("*"):
-        mode = path.stat().st_mode
-        assert not mode & stat.S_IWOTH, path
-        if path.parent.name == "hotkeys" or path.name == "coldkey":
-            assert stat.S_IMODE(mode) == 0o600, path

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_cli, wait_until
+from tests.conftest import import_required, run_cli, wait_until
 
-torch = pytest.importorskip("torch")
+torch = import_required("torch", "the llama recipe needs: pip install -e '.[llama]'")
 from declarative_miner.prompts.transformers_model import IncrementalText  # noqa: E402
 from declarative_miner.protocol import Prompting  # noqa: E402
 

@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 
 import yaml
+from bittensor.sp_core import Keypair
 
 from ..config import ConfigError, ConfigProblem
+from ..files import private_dir, write_private
 from ..wallet import create_wallet
 from .metagraph import Metagraph, Neuron
 
@@ -33,6 +35,7 @@ def prepare(home: str, wallet_name: str, wallet_hotkey: str, wallet_path: str,
 
     Only wallets inside `<home>/dev/wallets` are ever created, and nothing existing is rewritten.
     """
+    private_dir(Path(home).expanduser())
     dev_dir = dev_wallets_dir(home)
     miner_path = Path(wallet_path).expanduser()
     if miner_path.resolve() == dev_dir.resolve():
@@ -48,9 +51,26 @@ def prepare(home: str, wallet_name: str, wallet_hotkey: str, wallet_path: str,
         neurons.append({"hotkey": miner.hotkey.ss58_address, "stake": 0.0, "validator_permit": False})
     neurons.append({"hotkey": validator.hotkey.ss58_address, "stake": DEV_VALIDATOR_STAKE,
                     "validator_permit": True})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_HEADER + yaml.safe_dump({"netuid": netuid, "neurons": neurons}, sort_keys=False))
+    private_dir(path.parent)
+    write_private(path, _HEADER + yaml.safe_dump({"netuid": netuid, "neurons": neurons}, sort_keys=False))
     log.info("Wrote the dev metagraph %s (dev validator %s)", path, validator.hotkey.ss58_address)
+
+
+def missing(wallet_name: str, wallet_hotkey: str, wallet_path: str, metagraph_file: str) -> list[Path]:
+    """The dev files a first run would create that do not exist yet."""
+    hotkey = Path(wallet_path).expanduser() / wallet_name / "hotkeys" / wallet_hotkey
+    return [path for path in (hotkey, Path(metagraph_file).expanduser()) if not path.exists()]
+
+
+class StandInWallet:
+    """An in-memory hotkey for `mode=validate` before the first run: validate creates nothing."""
+
+    def __init__(self) -> None:
+        self.hotkey = Keypair.create_from_uri("//declarative-miner-validate")
+
+
+def empty_metagraph(netuid: int) -> Metagraph:
+    return Metagraph(netuid=netuid, neurons=(), block=0)
 
 
 def _neuron(uid: int, entry: object) -> Neuron:

@@ -30,21 +30,31 @@ class TimeStake:
     """The seed's formula: stake plus `time_stake_multiplicate` x the seconds since the caller's
     oldest request among its last `history` (capped at `max_idle`; a new caller counts as idle
     that long). A caller that has just sent a burst waits behind one of equal stake that has not.
+
+    At most `max_callers` histories are kept, least recently seen first out (a forgotten caller
+    counts as idle, as a new one does): O(1) per request and bounded memory.
     """
 
     def __init__(self, time_stake_multiplicate: float = 1.0, history: int = 10, max_idle: float = 60.0,
-                 max_callers: int = 100_000):
+                 max_callers: int = 10_000):
         self.multiplicate, self.history, self.max_idle = float(time_stake_multiplicate), int(history), float(max_idle)
         self.max_callers = max_callers
-        self._seen: dict[str, collections.deque] = {}
+        self._seen: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many callers are remembered (at most `max_callers`)."""
+        return len(self._seen)
 
     def __call__(self, request: Prompting, metagraph: Metagraph) -> float:
         now, hotkey = time.monotonic(), request.dendrite.hotkey
         with self._lock:
-            if hotkey not in self._seen and len(self._seen) >= self.max_callers:
-                self._seen = {k: v for k, v in self._seen.items() if now - v[-1] < self.max_idle}
-            times = self._seen.setdefault(hotkey, collections.deque(maxlen=self.history))
+            times = self._seen.pop(hotkey, None)
+            if times is None:
+                times = collections.deque(maxlen=self.history)
+                if len(self._seen) >= self.max_callers:
+                    self._seen.popitem(last=False)
+            self._seen[hotkey] = times
             idle = min(self.max_idle, now - times[0]) if len(times) == self.history else self.max_idle
             times.append(now)
         return by_stake(request, metagraph) + self.multiplicate * idle

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, Sequence
 
 from ..errors import (
     BadRequest,
     Blacklisted,
     BodyTooLarge,
+    ClientGone,
     NotAuthenticated,
     NotFound,
     OverCapacity,
     PromptTimeout,
+    RateLimited,
     RequestError,
     RequestTimeout,
     Unavailable,
@@ -43,6 +46,13 @@ class Limits:
     max_body_bytes: int
     request_timeout: float  # seconds to read the body, and separately to queue and run the prompt
     max_inflight: int  # requests anywhere in the pipeline at once
+    max_unverified_per_ip: int  # requests from one address not yet verified (reading body, checking signature)
+
+    @property
+    def max_unverified(self) -> int:
+        """Unverified requests from all addresses together: half the in-flight budget, so the
+        other half is kept for verified work whatever forged claims arrive."""
+        return max(1, self.max_inflight // 2)
 
 
 class MinerApp:
@@ -51,9 +61,11 @@ class MinerApp:
     A request carrying `bt_header_dendrite_hotkey` speaks the v10 protocol (its signature,
     nonce rules and reply format); any other speaks btauth/1. Both run the same pipeline.
 
-    Order, cheapest first: in-flight and body-size guards, blacklist on the *claimed* hotkey
-    (a rejection never reads the body), read the body, verify the signature (only a verified
-    caller is served), parse, priority, a scheduler slot, then `prompt` within the deadline.
+    Order, cheapest first: in-flight, per-address and body-size guards, blacklist on the
+    *claimed* hotkey (a rejection never reads the body), read the body, verify the signature
+    (only a verified caller is served), parse, budgets of verified callers (rate limits),
+    priority, a scheduler slot, then `prompt` within the deadline. A caller that disconnects
+    stops its prompt and frees its slot.
     """
 
     def __init__(self, *, auth: BtAuth, v10: V10Auth, blacklist: Callable[[Prompting], tuple[bool, str]],
@@ -75,6 +87,7 @@ class MinerApp:
             metrics.gauge("miner_inflight", "Requests anywhere in the pipeline", lambda: self.inflight)
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
         self.inflight = 0
+        self.unverified: collections.Counter[str] = collections.Counter()  # by peer address
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
@@ -91,6 +104,8 @@ class MinerApp:
         try:
             answer = await self._route(scope, receive, send, headers, protocol)
             status, (payload, extra) = 200, answer if answer is not None else (None, None)
+        except ClientGone as exc:
+            status, payload = exc.status, None  # nobody to answer
         except RequestError as exc:
             status, (payload, extra) = exc.status, protocol.failure(exc)
         except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
@@ -114,14 +129,16 @@ class MinerApp:
                 started = time.perf_counter()
                 request, body = await self._admit(scope, receive, headers, protocol)
                 priority = float(self.priority(request))
-                if path == STREAM_ROUTE:
-                    return await self._stream(send, request, priority, protocol)
-                answered = await self._run(request, priority)
+                async with _cancelled_if_gone(receive) as finishing:
+                    if path == STREAM_ROUTE:
+                        return await self._stream(send, request, priority, protocol, finishing)
+                    answered = await self._run(request, priority)
                 return protocol.success(answered, body, time.perf_counter() - started)
             finally:
                 self.inflight -= 1
         if path == "/health" and method in ("GET", "HEAD"):
-            health = {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting}
+            health = {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting,
+                      "overrunning": self.scheduler.overrunning}
             return ({**health, "status": "draining"} if self.draining else health), {}
         raise NotFound(f"no route {method} {path}; try POST {PROMPT_ROUTE}, POST {STREAM_ROUTE} or GET /health")
 
@@ -139,10 +156,35 @@ class MinerApp:
         blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ip)))
         if blacklisted:
             raise Blacklisted(reason)
-        raw = await self._read_body(receive)
-        caller, body = protocol.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip)
+        with self._unverified(ip):
+            early = protocol.before_body(headers, ip=ip)
+            raw = await self._read_body(receive)
+            caller, body = protocol.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip,
+                                                 early=early)
         self.on_verified(Prompting(dendrite=caller))
         return prompting_from(body, caller), body
+
+    @contextlib.contextmanager
+    def _unverified(self, ip: Optional[str]) -> Iterator[None]:
+        """Count a request as unverified while its body is read and its signature checked.
+
+        Anyone can claim a validator's hotkey; until the signature says otherwise the request is a
+        stranger's, bounded per address and in total, so forged claims never crowd out verified work.
+        """
+        ip = ip or "?"
+        if self.unverified[ip] >= self.limits.max_unverified_per_ip:
+            raise RateLimited(f"{self.unverified[ip]} unverified requests from {ip} are in flight; "
+                              "send the body promptly and wait for the answers", headers={"retry-after": "1"})
+        if self.unverified.total() >= self.limits.max_unverified:
+            raise OverCapacity(f"{self.unverified.total()} unverified requests are in flight; try again later",
+                               headers={"retry-after": "1"})
+        self.unverified[ip] += 1
+        try:
+            yield
+        finally:
+            self.unverified[ip] -= 1
+            if not self.unverified[ip]:
+                del self.unverified[ip]
 
     def _check_length(self, length: str | None) -> None:
         if length is None:
@@ -195,7 +237,8 @@ class MinerApp:
             except TimeoutError:
                 raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
 
-    async def _stream(self, send: Callable, request: Prompting, priority: float, protocol) -> None:
+    async def _stream(self, send: Callable, request: Prompting, priority: float, protocol,
+                      finishing: Callable[[], None]) -> None:
         """Stream the answer as it is produced. Errors before the first chunk are ordinary JSON
         errors; after it the status is sent, so the stream ends with the protocol's error frame."""
         async with self._slot(priority) as deadline:
@@ -214,6 +257,7 @@ class MinerApp:
                 except RequestError as exc:
                     log.warning("stream ended early: %s", exc.reason)
                     tail = protocol.stream_error(exc)
+                finishing()
                 await send({"type": "http.response.body", "body": tail})
             finally:
                 await chunks.aclose()
@@ -248,6 +292,33 @@ class MinerApp:
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
+
+
+@contextlib.asynccontextmanager
+async def _cancelled_if_gone(receive: Callable) -> AsyncIterator[Callable[[], None]]:
+    """Cancel the work inside when the client disconnects, and raise `ClientGone` instead.
+
+    Once the body is read, the ASGI server's `receive()` returns only `http.disconnect`: when the
+    client goes, or when the response is complete. Yields `finishing`, to call before sending the
+    last of a response from inside the block."""
+    task, gone = asyncio.current_task(), asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield watcher.cancel
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()
+        raise ClientGone("the client disconnected before the answer was complete") from None
+    finally:
+        watcher.cancel()
 
 
 def _target(scope: dict) -> str:

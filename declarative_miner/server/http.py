@@ -1,13 +1,26 @@
-"""uvicorn's httptools protocol with the bounds it lacks: header size, and time to send headers.
+"""uvicorn's httptools protocol with the bounds it lacks: header size, time to send headers,
+connections per address, and an end for every connection whatever it sends.
 
-httptools buffers request headers of any size and uvicorn keeps a connection that never sends a
-request open forever; on a public endpoint both are cheap denial-of-service. These bounds hold
-before the ASGI app sees anything.
+httptools buffers request headers of any size; uvicorn keeps a connection that never sends a
+request open forever, and after answering a request whose body was not read (a 403 before the
+body, `GET /health` with a `Content-Length`) it keeps reading that body, a byte now and then, for
+as long as the client likes. On a public endpoint each is cheap denial-of-service. Here:
+- one address holds at most `max_connections_per_ip` connections (more are closed at once), so
+  idle or slowloris connections from one place cannot use up `axon.max_connections`;
+- the request line and headers must arrive within `header_timeout`, on every request, and the
+  clock is re-armed after every response (a keep-alive connection idles at most that long);
+- a response sent before its request's body was received closes the connection;
+- the body itself is bounded by the app (`axon.request_timeout`, `axon.max_body_bytes`);
+- a request target must be a path (origin-form): btauth/1 signs the target as sent, and uvicorn
+  would hand the app only the path of `http://host/path`;
+- `Transfer-Encoding` other than exactly `chunked` is refused (501), where httptools would read
+  `gzip, chunked` as plain chunked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 from typing import Optional
@@ -16,15 +29,26 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
+LINGER = 1.0  # seconds an unread body is still drained after the answer, before the connection closes
+
 
 class _GuardedHttpTools(HttpToolsProtocol):
     max_header_bytes = 32768
     header_timeout = 12.0
+    max_connections_per_ip = 128
+    per_ip: collections.Counter  # open connections by peer address, shared by one server's connections
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_bytes, self._refused = 0, None
+        self._header_bytes = 0
+        self._refused: Optional[tuple[str, str]] = None  # (status line, reason) of a request refused here
         self._header_timer: Optional[asyncio.TimerHandle] = None
+        self._ip: Optional[str] = (transport.get_extra_info("peername") or ("?",))[0]
+        if self.per_ip[self._ip] >= self.max_connections_per_ip:
+            self._ip = None
+            transport.close()  # connection_lost cleans up after uvicorn
+            return
+        self.per_ip[self._ip] += 1
         self._start_header_timer()
 
     def _start_header_timer(self) -> None:
@@ -43,6 +67,10 @@ class _GuardedHttpTools(HttpToolsProtocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._ip is not None:
+            self.per_ip[self._ip] -= 1
+            if not self.per_ip[self._ip]:
+                del self.per_ip[self._ip]
         self._stop_header_timer()
         super().connection_lost(exc)
 
@@ -51,11 +79,15 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._header_bytes = 0
         self._start_header_timer()
 
+    def _refuse(self, status: str, reason: str) -> None:
+        self._refused = (status, reason)
+        raise ValueError(reason)  # httptools turns this into a parser error: send_400_response answers
+
     def _count(self, size: int) -> None:
         self._header_bytes += size
         if self._header_bytes > self.max_header_bytes:
-            self._refused = f"request line and headers exceed {self.max_header_bytes} bytes"
-            raise ValueError(self._refused)  # httptools turns this into a parser error
+            self._refuse("431 Request Header Fields Too Large",
+                         f"request line and headers exceed {self.max_header_bytes} bytes")
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -63,24 +95,46 @@ class _GuardedHttpTools(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
+        if name.lower() == b"transfer-encoding" and (value.strip().lower() != b"chunked" or any(
+                n.lower() == b"transfer-encoding" for n, _ in self.headers)):
+            self._refuse("501 Not Implemented", f"Transfer-Encoding {value.decode('latin-1')!r} is not supported; "
+                         "send the body with Content-Length or as plain chunked")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._stop_header_timer()
+        if not self.url.startswith(b"/"):
+            self._refuse("400 Bad Request", "the request target must be a path such as /Prompting "
+                         "(origin-form), not an absolute URL or *")
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+            # Answered before the body arrived: nobody will read the rest. Send FIN now and close
+            # a moment later (a lingering close: closing with unread bytes would send a reset,
+            # which can destroy the answer before the client reads it).
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+            return
+        super().on_response_complete()
+        self._start_header_timer()  # the next request (or the idle keep-alive) is bounded again
 
     def send_400_response(self, msg: str) -> None:
         if self._refused is None:
             super().send_400_response(msg)
             return
-        log.warning("refused a request from %s: %s", self.client, self._refused)
-        body = json.dumps({"error": "headers too large", "reason": self._refused}).encode()
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                             b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        status, reason = self._refused
+        log.warning("refused a request from %s: %s", self.client, reason)
+        body = json.dumps({"error": status.split(" ", 1)[1].lower(), "reason": reason}).encode()
+        self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: %d\r\n\r\n" % (status.encode(), len(body)) + body)
         self.transport.close()
 
 
-def guarded_protocol(max_header_bytes: int, header_timeout: float) -> type[HttpToolsProtocol]:
+def guarded_protocol(max_header_bytes: int, header_timeout: float,
+                     max_connections_per_ip: int) -> type[HttpToolsProtocol]:
     """The httptools protocol class bounded by these limits (for `uvicorn.Config(http=...)`)."""
     return type("GuardedHttpTools", (_GuardedHttpTools,),
-                {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout})
+                {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout,
+                 "max_connections_per_ip": max_connections_per_ip, "per_ip": collections.Counter()})

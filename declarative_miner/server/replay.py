@@ -1,32 +1,126 @@
-"""Replay protection shared by several server processes: on disk (diskcache) for the workers
-of one machine, in Redis for several machines behind one hotkey.
+"""Replay protection: every accepted (signer, nonce) is kept for the freshness window, so a
+request is served at most once. One store serves every wire format (their keys never collide).
 
-One process keeps these stores in memory; several must share them, or a request replayed to
-another worker would be accepted.
+- `memory` (one process): a dict, nothing on the request path touches the disk. A clean stop
+  saves the nonces still fresh and the next start loads them. A running store touches a marker
+  file every `HEARTBEAT` s (off the request path); after a crash (kill -9, power cut) the next
+  start refuses every nonce that the lost store could have accepted: signed before the crash's
+  last heartbeat plus `HEARTBEAT` and `allowed_skew`, or before the start itself. Either way a
+  replay across a restart is refused; after a crash that restarted faster than those seconds,
+  honest requests are refused for what remains of them.
+- `disk` (the workers of one machine): diskcache, shared by processes.
+- `redis://…` (several machines behind one hotkey): Redis `SET NX EX`, failing closed.
 """
 
 from __future__ import annotations
 
+import collections
+import json
+import logging
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Optional
 
 import diskcache
 
-from ..errors import Unavailable
+from ..errors import NotAuthenticated, Unavailable
+from ..files import private_dir, write_private
+
+log = logging.getLogger(__name__)
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+HEARTBEAT = 0.5  # seconds between touches of a running memory store's marker file
 
 
-def _open(directory: str) -> diskcache.Cache:
-    # No fsync: a nonce lost to a power cut is older than any freshness window by the time the
-    # machine is back.
-    return diskcache.Cache(directory, sqlite_synchronous=0)
+class MemoryNonceStore:
+    """btauth/1's `NonceStore` in this process, kept across clean restarts by `path`.
+
+    Args:
+        retention: seconds an accepted nonce is kept (at least the freshness window).
+        path: where a clean stop saves the fresh nonces; None keeps nothing across restarts.
+        allowed_skew: seconds a caller's clock may run ahead: after a crash, nonces up to this
+            far past the start are refused too (a fast clock may have signed them before it).
+    """
+
+    def __init__(self, retention: float, path: Optional[Path] = None, allowed_skew: float = 0.0):
+        self.retention = retention  # read by http_auth.verify to check it covers the window
+        self._expiry: dict[str, float] = {}
+        self._order: collections.deque[tuple[float, str]] = collections.deque()
+        self._lock = threading.Lock()
+        self._path = path
+        self.fence_ns = 0  # nonces below this are refused: they may have been accepted before a crash
+        self._stopped = threading.Event()
+        if path is not None:
+            self._restore(path, allowed_skew)
+            threading.Thread(target=self._beat, args=(path.with_suffix(".running"),), daemon=True,
+                             name="replay-heartbeat").start()
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        """True the first time (hotkey, nonce) is seen within `retention`; False for a replay."""
+        key, now = f"{hotkey_ss58}:{nonce_ns}", time.time()
+        with self._lock:
+            while self._order and self._order[0][0] < now:
+                expiry, old = self._order.popleft()
+                if self._expiry.get(old) == expiry:
+                    del self._expiry[old]
+            if key in self._expiry:
+                return False
+            expiry = now + self.retention
+            self._expiry[key] = expiry
+            self._order.append((expiry, key))
+            return True
+
+    def _restore(self, path: Path, allowed_skew: float) -> None:
+        private_dir(path.parent)
+        marker = path.with_suffix(".running")
+        if marker.exists() and not _alive(marker.read_text()):
+            last_beat = marker.stat().st_mtime + HEARTBEAT + allowed_skew
+            self.fence_ns = max(time.time_ns(), int(last_beat * 1e9))
+            log.warning("the previous run did not stop cleanly: requests signed before %s are refused "
+                        "(its replay store was in memory)", time.strftime("%H:%M:%S", time.localtime(last_beat)))
+        elif path.exists():
+            now = time.time()
+            saved = json.loads(path.read_text())
+            for key, expiry in saved.items():
+                if expiry > now:
+                    self._expiry[key] = expiry
+            self._order.extend(sorted((e, k) for k, e in self._expiry.items()))
+        path.unlink(missing_ok=True)
+        write_private(marker, str(os.getpid()))
+
+    def _beat(self, marker: Path) -> None:
+        while not self._stopped.wait(HEARTBEAT):
+            try:
+                os.utime(marker)
+            except OSError:  # removed under us: the next start treats this run as crashed, safely
+                pass
+
+    def close(self) -> None:
+        """Save the nonces still fresh, so the next start refuses their replays."""
+        self._stopped.set()
+        if self._path is None:
+            return
+        now = time.time()
+        with self._lock:
+            fresh = {k: e for k, e in self._expiry.items() if e > now}
+        write_private(self._path, json.dumps(fresh))
+        self._path.with_suffix(".running").unlink(missing_ok=True)
+        self._path = None
 
 
 class DiskNonceStore:
-    """btauth/1's `NonceStore`: each (hotkey, nonce) accepted once, across processes."""
+    """btauth/1's `NonceStore` on disk: each (hotkey, nonce) accepted once, across processes."""
+
+    fence_ns = 0  # the store survives a crash: nothing needs fencing
 
     def __init__(self, directory: str, retention: float):
-        self.retention = retention  # read by http_auth.verify to check it covers the window
-        self._store = _open(directory)
+        self.retention = retention
+        # No fsync: a nonce lost to a power cut is older than any freshness window by the time the
+        # machine is back.
+        private_dir(Path(directory))
+        self._store = diskcache.Cache(directory, sqlite_synchronous=0)
 
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
         return self._store.add(f"{hotkey_ss58}:{nonce_ns}", None, expire=self.retention)
@@ -35,40 +129,11 @@ class DiskNonceStore:
         self._store.close()
 
 
-class DiskLedger:
-    """The v10 nonce ledger (last nonce per hotkey:uuid, monotonic), across processes."""
+class RedisNonceStore:
+    """btauth/1's `NonceStore` in Redis (SET NX EX), for several machines behind one hotkey.
+    Unreachable Redis fails closed: the request gets 503, never a pass."""
 
-    def __init__(self, directory: str, retention: float):
-        self.retention = retention
-        self._store = _open(directory)
-
-    def last(self, key: str) -> Optional[int]:
-        return self._store.get(key)
-
-    def accept(self, key: str, nonce: int) -> bool:
-        with self._store.transact():  # an exclusive lock: compare-and-set across processes
-            previous = self._store.get(key)
-            if previous is not None and nonce <= previous:
-                return False
-            self._store.set(key, nonce, expire=self.retention)
-            return True
-
-    def close(self) -> None:
-        self._store.close()
-
-
-# Nonces are 19-digit nanosecond counts, beyond a Lua number's exact range: compare as decimals.
-_ADVANCE = """
-local last = redis.call('GET', KEYS[1])
-if last and (#last > #ARGV[1] or (#last == #ARGV[1] and last >= ARGV[1])) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-
-
-class _Redis:
-    """Stores in Redis, for several machines behind one hotkey. Unreachable Redis fails closed:
-    the request gets 503, never a pass."""
+    fence_ns = 0
 
     def __init__(self, url: str, retention: float):
         import redis
@@ -76,9 +141,9 @@ class _Redis:
         self.retention, self._expire = retention, int(retention) + 1
         self._redis, self._errors = redis.Redis.from_url(url, socket_timeout=2), redis.RedisError
 
-    def _call(self, operation, *args, **kwargs):
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
         try:
-            return operation(*args, **kwargs)
+            return bool(self._redis.set(f"dm:nonce:{hotkey_ss58}:{nonce_ns}", 1, nx=True, ex=self._expire))
         except self._errors as exc:
             raise Unavailable(f"the replay store is unreachable ({type(exc).__name__}); try again") from None
 
@@ -86,34 +151,35 @@ class _Redis:
         self._redis.close()
 
 
-class RedisNonceStore(_Redis):
-    """btauth/1's `NonceStore` in Redis (SET NX EX)."""
-
-    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        return bool(self._call(self._redis.set, f"dm:btauth:{hotkey_ss58}:{nonce_ns}", 1, nx=True, ex=self._expire))
-
-
-class RedisLedger(_Redis):
-    """The v10 nonce ledger in Redis: the compare-and-set runs atomically as a script."""
-
-    def __init__(self, url: str, retention: float):
-        super().__init__(url, retention)
-        self._advance = self._redis.register_script(_ADVANCE)
-
-    def last(self, key: str) -> Optional[int]:
-        value = self._call(self._redis.get, f"dm:v10:{key}")
-        return int(value) if value is not None else None
-
-    def accept(self, key: str, nonce: int) -> bool:
-        return bool(self._call(self._advance, keys=[f"dm:v10:{key}"], args=[str(nonce), self._expire]))
+def _alive(pid: str) -> bool:
+    """Whether the process that wrote a `.running` marker still runs (another miner on this home)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def open_stores(setting: str, workers: int, home: str, *, retention: float) -> list:
-    """btauth/1's nonce store and the v10 ledger that `axon.replay_store` names, or [] for the
-    in-memory defaults (one process, `memory`, or `auto` with a single worker)."""
-    if setting == "memory" or (setting == "auto" and workers == 1):
-        return []
-    if setting.startswith(("redis://", "rediss://", "unix://")):
-        return [RedisNonceStore(setting, retention), RedisLedger(setting, retention)]
+def open_store(setting: str, workers: int, home: str, *, retention: float, allowed_skew: float):
+    """The nonce store `axon.replay_store` names (`auto`: memory for one worker, disk for several)."""
     directory = Path(home).expanduser() / "replay"
-    return [DiskNonceStore(str(directory / "btauth"), retention), DiskLedger(str(directory / "v10"), retention)]
+    if setting.startswith(REDIS_SCHEMES):
+        return RedisNonceStore(setting, retention)
+    if setting == "disk" or (setting == "auto" and workers > 1):
+        return DiskNonceStore(str(directory / "nonces"), retention)
+    return MemoryNonceStore(retention, directory / "nonces.json", allowed_skew)
+
+
+def check_fresh(nonce_ns: int, now_ns: int, *, max_age: float, allowed_skew: float, fence_ns: int) -> None:
+    """Refuse a nonce outside the freshness window, or signed before a crash-restart."""
+    if now_ns - nonce_ns > max_age * 1e9:
+        raise NotAuthenticated(f"stale request: signed {(now_ns - nonce_ns) / 1e9:.2f} s ago, "
+                               f"more than {max_age:g} s")
+    if nonce_ns - now_ns > allowed_skew * 1e9:
+        raise NotAuthenticated(f"the nonce is {(nonce_ns - now_ns) / 1e9:.2f} s in the future, "
+                               f"more than {allowed_skew:g} s")
+    if nonce_ns < fence_ns:
+        raise NotAuthenticated("signed before the miner restarted after a crash, when its replay store "
+                               "was lost: sign the request again")

@@ -19,6 +19,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, asyncio.Future]] = []
         self._waiting = 0
         self._order = itertools.count()
+        self.overrunning = 0  # slots held by prompts whose request already ended (a thread cannot be stopped)
 
     @property
     def waiting(self) -> int:
@@ -39,7 +40,8 @@ class Scheduler:
             await asyncio.wait_for(asyncio.shield(granted), timeout)
         except asyncio.TimeoutError:
             self._abandon(granted)
-            raise PromptTimeout(f"no slot became free within {timeout:.3g} s") from None
+            stuck = f" ({self.overrunning} held by prompts still running past their deadline)" if self.overrunning else ""
+            raise PromptTimeout(f"no slot became free within {timeout:.3g} s{stuck}") from None
         except asyncio.CancelledError:
             self._abandon(granted)
             raise
@@ -71,7 +73,12 @@ class Slot:
 
     def lend_until(self, work: asyncio.Future) -> None:
         self.lent = True
-        work.add_done_callback(lambda _: self.release())
+        self._scheduler.overrunning += 1
+        work.add_done_callback(lambda _: self._returned())
+
+    def _returned(self) -> None:
+        self._scheduler.overrunning -= 1
+        self.release()
 
     def release(self) -> None:
         if self._held:

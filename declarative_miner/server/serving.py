@@ -51,18 +51,18 @@ class _Uvicorn(uvicorn.Server):
 class HttpServer:
     """uvicorn serving `app` on `host:port` (0 = any free port), bound before serving starts,
     so a taken port is a clear error in the caller's thread. Stopping drains in-flight requests
-    for at most `drain_timeout` seconds. Connections, header bytes and the time to send headers
-    are bounded."""
+    for at most `drain_timeout` seconds. Connections (in all and per address), header bytes and
+    the time to send headers are bounded."""
 
     def __init__(self, app: MinerApp, host: str, port: int, *, drain_timeout: float, max_connections: int,
-                 max_header_bytes: int, header_timeout: float):
+                 max_connections_per_ip: int, max_header_bytes: int, header_timeout: float):
         self.host, self._port = host, port
         self._ready = threading.Event()
         self._socket: socket.socket | None = None
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=max(1, int(drain_timeout)),
                                 limit_concurrency=max_connections,
-                                http=guarded_protocol(max_header_bytes, header_timeout))
+                                http=guarded_protocol(max_header_bytes, header_timeout, max_connections_per_ip))
         self._uvicorn = _Uvicorn(config, self._ready, drain_timeout)
 
     @property

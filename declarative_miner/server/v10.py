@@ -1,18 +1,21 @@
 """The bittensor 10 Axon/Dendrite wire protocol, on bittensor 11 primitives (protocols.md §1).
 
-A v10 Dendrite signs `{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}` with its hotkey.
-Unlike the v10 Axon, this verifier recomputes the body hash from the body itself (a tampered
-body is a 401 with a reason, never a 500), records a nonce only after everything verified, keeps
-its nonce store bounded, and hands the policies and the prompt the *signed* hotkey.
+A v10 Dendrite signs `{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}` with its hotkey
+and sends the hash it signed as `computed_body_hash`. Unlike the v10 Axon, this verifier checks the
+signature over the headers before it parses a byte of the body (a forged request costs one
+signature check), then recomputes the hash from the body (a tampered body is a 401 with a reason,
+never a 500); freshness comes from the signed nonce alone, on every request (never from the
+unsigned version or timeout headers); any nonce not seen within the window is accepted, in any
+order, so a burst delivered out of order is served; and the policies and the prompt get the
+*signed* hotkey.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
+import re
 import time
-from collections import OrderedDict
 from typing import Callable, Mapping, Optional
 
 from bittensor.sp_core import CRYPTO_SR25519
@@ -20,12 +23,11 @@ from bittensor.sp_core import verify as sr25519_verify
 
 from ..errors import MalformedBody, NotAuthenticated, RequestError
 from ..protocol import Prompting, TerminalInfo, decode_json
+from .replay import check_fresh
 
 CLAIMED_HOTKEY = "bt_header_dendrite_hotkey"
 REQUIRED_HASH_FIELDS = ("messages",)  # what the v10 `Prompting` synapse integrity-protects
-ALLOWED_DELTA = 4.0  # seconds: the v10 Axon's slack on a first nonce, on top of the timeout
-MAX_TIMEOUT = 60.0  # seconds: a client's `timeout` header widens freshness no further than this
-V7_2_0 = 7002000  # Dendrites from this version on get the first-nonce freshness check
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def body_hash(body: Mapping, fields: tuple[str, ...] = REQUIRED_HASH_FIELDS) -> str:
@@ -34,95 +36,69 @@ def body_hash(body: Mapping, fields: tuple[str, ...] = REQUIRED_HASH_FIELDS) -> 
     return hashlib.sha3_256(inner.encode()).hexdigest()
 
 
-class NonceLedger:
-    """Last accepted nonce per (hotkey, uuid), forgotten after `retention` seconds.
-
-    Forgetting is safe: a forgotten key's next nonce must pass the first-nonce freshness check,
-    and `retention` outlasts the widest freshness window (`ALLOWED_DELTA + MAX_TIMEOUT`).
-    """
-
-    def __init__(self, retention: float = ALLOWED_DELTA + MAX_TIMEOUT + 1.0):
-        self.retention = retention
-        self._last: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def last(self, key: str) -> Optional[int]:
-        entry = self._last.get(key)
-        return entry[0] if entry else None
-
-    def accept(self, key: str, nonce: int) -> bool:
-        """Record `nonce` if it is newer than the last one for `key`; False for a replay."""
-        now = time.monotonic()
-        with self._lock:
-            while self._last and next(iter(self._last.values()))[1] < now - self.retention:
-                self._last.popitem(last=False)
-            previous = self._last.get(key)
-            if previous is not None and nonce <= previous[0]:
-                return False
-            self._last[key] = (nonce, now)
-            self._last.move_to_end(key)
-            return True
-
-
 class V10Auth:
-    """Verifies v10 Dendrite requests addressed to `self_hotkey`."""
+    """Verifies v10 Dendrite requests addressed to `self_hotkey`.
+
+    Args:
+        max_age: seconds a signed nonce stays fresh; allowed_skew: seconds it may lie ahead.
+        nonce_store: the replay store (`check_and_store`, `fence_ns`), shared with btauth/1.
+        clock: nanoseconds since the epoch; injectable to verify recorded requests.
+    """
 
     protocol = "v10"
 
-    def __init__(self, self_hotkey: str, *, allowed_skew: float, ledger: Optional[NonceLedger] = None,
+    def __init__(self, self_hotkey: str, *, max_age: float, allowed_skew: float, nonce_store,
                  clock: Callable[[], int] = time.time_ns):
-        self.self_hotkey, self.allowed_skew = self_hotkey, allowed_skew
-        self.ledger = ledger or NonceLedger()
-        self.clock = clock  # nanoseconds; injectable to verify recorded requests
+        self.self_hotkey, self.max_age, self.allowed_skew = self_hotkey, max_age, allowed_skew
+        self.nonce_store, self.clock = nonce_store, clock
 
     @staticmethod
     def claimed_hotkey(headers: Mapping[str, str]) -> Optional[str]:
         return headers.get(CLAIMED_HOTKEY)
 
+    def before_body(self, headers: Mapping[str, str], *, ip: Optional[str]) -> tuple[TerminalInfo, str]:
+        """The whole signature is over the headers: a forged request is refused before its body is read."""
+        return self.verify(headers, ip=ip)
+
     def authenticate(self, headers: Mapping[str, str], raw: bytes, *, method: str, path: str,
-                     ip: Optional[str]) -> tuple[TerminalInfo, dict]:
-        """The verified caller and the decoded body (which the signed hash is computed from)."""
+                     ip: Optional[str], early: tuple[TerminalInfo, str]) -> tuple[TerminalInfo, dict]:
+        """The caller `before_body` verified and the decoded body, whose hash must be the signed one."""
+        caller, signed_hash = early
         body = decode_json(raw)
         try:
-            return self.verify(headers, body, ip=ip), body
+            computed = body_hash(body)
         except UnicodeEncodeError:  # the hash needs the fields' text; lone surrogates have none
             raise MalformedBody("the signed fields hold a lone surrogate, which is not valid Unicode text") from None
+        if computed != signed_hash:
+            raise NotAuthenticated("body hash mismatch: the body is not the one that was signed")
+        return caller, body
 
-    def verify(self, headers: Mapping[str, str], body: dict, *, ip: Optional[str]) -> TerminalInfo:
-        """The verified caller, or `NotAuthenticated` saying what failed."""
+    def verify(self, headers: Mapping[str, str], *, ip: Optional[str]) -> tuple[TerminalInfo, str]:
+        """The verified caller and the body hash it signed, from the headers alone, or
+        `NotAuthenticated` saying what failed. Records the nonce: a second call is a replay."""
         hotkey, uuid = headers.get(CLAIMED_HOTKEY, ""), headers.get("bt_header_dendrite_uuid", "")
         try:
             nonce = int(headers["bt_header_dendrite_nonce"])
             signature = bytes.fromhex(headers["bt_header_dendrite_signature"].removeprefix("0x"))
-            version = int(headers.get("bt_header_dendrite_version", "0"))
-            timeout = min(MAX_TIMEOUT, float(headers.get("timeout", "12")))
+            signed_hash = headers["computed_body_hash"]
         except KeyError as missing:
             raise NotAuthenticated(f"missing header {missing.args[0]}") from None
         except ValueError as exc:
-            raise NotAuthenticated(f"malformed nonce, signature, version or timeout header ({exc})") from None
-        computed = body_hash(body)
-        if headers.get("computed_body_hash", computed) != computed:
-            raise NotAuthenticated("body hash mismatch: the body is not the one that was signed")
-        now = self.clock()
-        if nonce - now > self.allowed_skew * 1e9:
-            raise NotAuthenticated(f"nonce is more than {self.allowed_skew:g} s in the future")
-        key = f"{hotkey}:{uuid}"
-        last = self.ledger.last(key)
-        if last is None and version >= V7_2_0 and nonce <= now - (ALLOWED_DELTA + timeout) * 1e9:
-            raise NotAuthenticated(f"nonce is too old: acceptable delta is {ALLOWED_DELTA + timeout:.2f} seconds "
-                                   f"but request was {(now - nonce) / 1e9:.2f} seconds old")
-        if last is not None and nonce <= last:
-            raise NotAuthenticated("nonce is too old, a newer one was last processed")
-        message = f"{nonce}.{hotkey}.{self.self_hotkey}.{uuid}.{computed}".encode()
+            raise NotAuthenticated(f"malformed nonce or signature header ({exc})") from None
+        if not _HEX64.fullmatch(signed_hash):
+            raise NotAuthenticated("malformed computed_body_hash header: expected 64 lowercase hex digits")
+        check_fresh(nonce, self.clock(), max_age=self.max_age, allowed_skew=self.allowed_skew,
+                    fence_ns=self.nonce_store.fence_ns)
+        message = f"{nonce}.{hotkey}.{self.self_hotkey}.{uuid}.{signed_hash}".encode()
         try:
             valid = sr25519_verify(message, signature, hotkey, CRYPTO_SR25519)
         except ValueError:
             raise NotAuthenticated("invalid hotkey address or signature encoding") from None
         if not valid:
             raise NotAuthenticated("signature mismatch: not signed by this hotkey for this miner and body")
-        if not self.ledger.accept(key, nonce):
-            raise NotAuthenticated("nonce is too old, a newer one was last processed")
-        return TerminalInfo(hotkey=hotkey, ip=ip, nonce=nonce)
+        if not self.nonce_store.check_and_store(f"v10:{hotkey}:{uuid}", nonce):
+            raise NotAuthenticated("replayed request: this nonce was already used")
+        return TerminalInfo(hotkey=hotkey, ip=ip, nonce=nonce), signed_hash
 
     def success(self, request: Prompting, body: dict, process_time: float) -> tuple[dict, dict]:
         """The reply a v10 Dendrite reads as success: the whole synapse with `completion`."""
