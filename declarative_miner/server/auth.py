@@ -9,6 +9,7 @@ from bittensor import http_auth
 
 from ..errors import NotAuthenticated, RequestError
 from ..protocol import Prompting, TerminalInfo, decode_json
+from .replay import check_fence
 
 CLAIMED_HOTKEY = http_auth.HEADER_HOTKEY.lower()
 
@@ -48,9 +49,8 @@ class BtAuth:
                ip: Optional[str]) -> TerminalInfo:
         """The verified caller, or `NotAuthenticated` with the reason."""
         nonce = headers.get(http_auth.HEADER_NONCE.lower(), "")
-        if nonce.isdigit() and int(nonce) < self.nonce_store.fence_ns:
-            raise NotAuthenticated("signed before the miner restarted after a crash, when its replay store "
-                                   "was lost: sign the request again")
+        if nonce.isdigit():
+            check_fence(int(nonce), self.nonce_store.fence_ns)
         try:
             caller = http_auth.verify(
                 headers, body, method=method, path=path, self_hotkey_ss58=self.self_hotkey,

@@ -180,6 +180,11 @@ def check_fresh(nonce_ns: int, now_ns: int, *, max_age: float, allowed_skew: flo
     if nonce_ns - now_ns > allowed_skew * 1e9:
         raise NotAuthenticated(f"the nonce is {(nonce_ns - now_ns) / 1e9:.2f} s in the future, "
                                f"more than {allowed_skew:g} s")
+    check_fence(nonce_ns, fence_ns)
+
+
+def check_fence(nonce_ns: int, fence_ns: int) -> None:
+    """Refuse a nonce the replay store lost in a crash (see `MemoryNonceStore`)."""
     if nonce_ns < fence_ns:
         raise NotAuthenticated("signed before the miner restarted after a crash, when its replay store "
                                "was lost: sign the request again")
