@@ -18,18 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 from . import args as cli_args
 from .answers import as_prompt_failure, chunks_of, completion_of, in_thread
 from .cache import PromptCache
-from .chain import dev
+from .chain.network import connect, open_miner_wallet
 from .chain.live import LiveChain
 from .chain.metagraph import Metagraph
-from .chain.sync import MetagraphSync
 from .checks import Problems, check
-from .config import ConfigError, ConfigProblem, compose, to_settings
+from .config import compose, to_settings
 from .imports import build
 from .policies.blacklist import RULES, Blacklist
 from .policies.priority import STRATEGIES
 from .prompts.usage import Usage
 from .protocol import Prompting
-from .schema import Mode
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
@@ -39,7 +37,6 @@ from .server.serving import HttpServer
 from .server.threads import DaemonThreadPool
 from .server.v10 import V10Auth
 from .server.workers import supervise
-from .wallet import open_wallet
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +64,15 @@ class Miner:
         self._config = cfg
         self.settings = s = to_settings(cfg)
         self.subtensor = subtensor
-        self.not_created: list[Path] = []  # dev files mode=validate found missing (the first run creates them)
         problems = Problems()
         problems.found.extend(check(s))
-        self.wallet = wallet or problems.attempt(self._open_wallet)
+        # not_created: dev files mode=validate found missing (the first run creates them)
+        self.wallet, self.not_created = (wallet, []) if wallet else (problems.attempt(lambda: open_miner_wallet(s))
+                                                                     or (None, []))
         self.chain: Optional[LiveChain] = None
         if self.wallet is not None and not problems.found:  # never dial a chain on a bad config
-            self._sync: MetagraphSync = problems.attempt(self._connect)
+            self._sync, self.chain = problems.attempt(
+                lambda: connect(s, self.hotkey, subtensor, stand_in=bool(self.not_created))) or (None, None)
         self._blacklist = problems.attempt(lambda: self._build_blacklist(s.blacklist.rules))
         self._priority = problems.attempt(lambda: build(
             s.priority.strategy, s.priority.params, "priority.strategy", aliases=STRATEGIES))
@@ -88,38 +87,6 @@ class Miner:
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
         self._nonces = None  # the replay store, opened with the server
-
-    def _open_wallet(self):
-        s = self.settings
-        if s.network.name == "dev" and s.mode == Mode.validate:  # validate creates nothing
-            self.not_created = dev.missing(s.wallet.name, s.wallet.hotkey, s.wallet.path, s.network.metagraph_file)
-            if self.not_created:
-                return dev.StandInWallet()
-        elif s.network.name == "dev":
-            dev.prepare(s.home, s.wallet.name, s.wallet.hotkey, s.wallet.path,
-                        s.network.metagraph_file, s.network.netuid)
-        return open_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path)
-
-    def _connect(self) -> MetagraphSync:
-        """The metagraph source the network names, read once now (a live chain must list us)."""
-        s = self.settings
-        if s.network.name == "dev" and self.not_created:
-            return MetagraphSync(lambda: dev.empty_metagraph(s.network.netuid), s.network.sync_interval)
-        if s.network.name == "dev":
-            return MetagraphSync(lambda: dev.load_metagraph(s.network.metagraph_file, s.network.netuid),
-                                 s.network.sync_interval)
-        subtensor = self.subtensor or bt.Subtensor(s.network.name)
-        self.chain = LiveChain(subtensor, s.network.netuid, self.hotkey)
-        try:
-            sync = MetagraphSync(self.chain.load, s.network.sync_interval)
-        except Exception as exc:
-            if self.subtensor is None:
-                subtensor.close()
-            raise ConfigError([ConfigProblem("network.name", f"cannot read netuid {s.network.netuid} from "
-                                             f"{s.network.name} (got {type(exc).__name__}: {exc}; expected a "
-                                             "reachable network where the subnet exists)")]) from None
-        self.chain.require_registration(s.wallet.name, s.wallet.hotkey)
-        return sync
 
     @staticmethod
     def _build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
@@ -327,7 +294,7 @@ class Miner:
         if self._nonces is not None:
             self._nonces.close()
         self._nonces = open_store(a.replay_store, a.workers, self.settings.home,
-                                  retention=a.max_age + a.allowed_skew + 1.0, allowed_skew=a.allowed_skew)
+                                  max_age=a.max_age, allowed_skew=a.allowed_skew)
         return self._nonces
 
     def _close_files(self) -> None:

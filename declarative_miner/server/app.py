@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -29,6 +28,7 @@ from ..protocol import Prompting, TerminalInfo, prompting_from
 from .auth import BtAuth
 from .metrics import CONTENT_TYPE, Metrics
 from .scheduler import Scheduler, Slot, current_slot
+from .tally import AddressTally
 from .v10 import CLAIMED_HOTKEY as V10_CLAIM
 from .v10 import V10Auth
 
@@ -87,7 +87,7 @@ class MinerApp:
             metrics.gauge("miner_inflight", "Requests anywhere in the pipeline", lambda: self.inflight)
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
         self.inflight = 0
-        self.unverified: collections.Counter[str] = collections.Counter()  # by peer address
+        self.unverified = AddressTally()  # requests whose signature is not yet verified, by peer address
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
@@ -172,19 +172,17 @@ class MinerApp:
         stranger's, bounded per address and in total, so forged claims never crowd out verified work.
         """
         ip = ip or "?"
-        if self.unverified[ip] >= self.limits.max_unverified_per_ip:
-            raise RateLimited(f"{self.unverified[ip]} unverified requests from {ip} are in flight; "
+        if (held := self.unverified.held_by(ip)) >= self.limits.max_unverified_per_ip:
+            raise RateLimited(f"{held} unverified requests from {ip} are in flight; "
                               "send the body promptly and wait for the answers", headers={"retry-after": "1"})
-        if self.unverified.total() >= self.limits.max_unverified:
-            raise OverCapacity(f"{self.unverified.total()} unverified requests are in flight; try again later",
+        if self.unverified.total >= self.limits.max_unverified:
+            raise OverCapacity(f"{self.unverified.total} unverified requests are in flight; try again later",
                                headers={"retry-after": "1"})
-        self.unverified[ip] += 1
+        self.unverified.take(ip)
         try:
             yield
         finally:
-            self.unverified[ip] -= 1
-            if not self.unverified[ip]:
-                del self.unverified[ip]
+            self.unverified.give_back(ip)
 
     def _check_length(self, length: str | None) -> None:
         if length is None:

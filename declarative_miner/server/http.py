@@ -20,12 +20,13 @@ as long as the client likes. On a public endpoint each is cheap denial-of-servic
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 from typing import Optional
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .tally import AddressTally
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
     max_header_bytes = 32768
     header_timeout = 12.0
     max_connections_per_ip = 128
-    per_ip: collections.Counter  # open connections by peer address, shared by one server's connections
+    per_ip: AddressTally  # open connections by peer address, shared by one server's connections
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -44,11 +45,11 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._refused: Optional[tuple[str, str]] = None  # (status line, reason) of a request refused here
         self._header_timer: Optional[asyncio.TimerHandle] = None
         self._ip: Optional[str] = (transport.get_extra_info("peername") or ("?",))[0]
-        if self.per_ip[self._ip] >= self.max_connections_per_ip:
+        if self.per_ip.held_by(self._ip) >= self.max_connections_per_ip:
             self._ip = None
             transport.close()  # connection_lost cleans up after uvicorn
             return
-        self.per_ip[self._ip] += 1
+        self.per_ip.take(self._ip)
         self._start_header_timer()
 
     def _start_header_timer(self) -> None:
@@ -68,9 +69,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._ip is not None:
-            self.per_ip[self._ip] -= 1
-            if not self.per_ip[self._ip]:
-                del self.per_ip[self._ip]
+            self.per_ip.give_back(self._ip)
         self._stop_header_timer()
         super().connection_lost(exc)
 
@@ -137,4 +136,4 @@ def guarded_protocol(max_header_bytes: int, header_timeout: float,
     """The httptools protocol class bounded by these limits (for `uvicorn.Config(http=...)`)."""
     return type("GuardedHttpTools", (_GuardedHttpTools,),
                 {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout,
-                 "max_connections_per_ip": max_connections_per_ip, "per_ip": collections.Counter()})
+                 "max_connections_per_ip": max_connections_per_ip, "per_ip": AddressTally()})

@@ -162,8 +162,10 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def open_store(setting: str, workers: int, home: str, *, retention: float, allowed_skew: float):
-    """The nonce store `axon.replay_store` names (`auto`: memory for one worker, disk for several)."""
+def open_store(setting: str, workers: int, home: str, *, max_age: float, allowed_skew: float):
+    """The nonce store `axon.replay_store` names (`auto`: memory for one worker, disk for several),
+    keeping each nonce for the whole freshness window that `check_fresh` applies, and a second more."""
+    retention = max_age + allowed_skew + 1.0
     directory = Path(home).expanduser() / "replay"
     if setting.startswith(REDIS_SCHEMES):
         return RedisNonceStore(setting, retention)
