@@ -25,6 +25,7 @@ from .checks import Problems, check
 from .config import compose, to_settings
 from .imports import build
 from .policies.blacklist import RULES, Blacklist
+from .policies.cells import open_cells
 from .policies.priority import STRATEGIES
 from .prompts.usage import Usage
 from .protocol import Prompting
@@ -87,6 +88,9 @@ class Miner:
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
         self._nonces = None  # the replay store, opened with the server
+        self._budgets = open_cells(s.axon.replay_store, s.axon.workers, s.home) if self._blacklist.shareable else None
+        for rule in self._blacklist.shareable if self._budgets is not None else ():
+            rule.share(self._budgets)  # rate limits are one budget across workers (and machines)
 
     @staticmethod
     def _build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
@@ -299,6 +303,8 @@ class Miner:
 
     def _close_files(self) -> None:
         self.cache.close()
+        if self._budgets is not None:
+            self._budgets.close()
         if self._nonces is not None:
             self._nonces.close()
             self._nonces = None

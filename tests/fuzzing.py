@@ -84,3 +84,60 @@ def signed(case_protocol: str, body_or_fields, keypair, receiver: str) -> tuple:
 
 signed_cases = st.one_of(st.tuples(st.just("btauth"), bodies),
                          st.tuples(st.just("v10"), st.tuples(json_values, json_values)))
+
+
+# -- Raw bytes for a real server: the request line and headers too, where the hostile-header
+#    code (server/http.py) and uvicorn's parser live, which the in-process driver never reaches.
+
+_tokens = st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"BREW", b"", b"G\x00T", b"POST" * 50])
+_targets = st.sampled_from([b"/health", b"/Prompting", b"/StreamPrompting", b"*", b"http://x/Prompting",
+                            b"//Prompting", b"/%00", b"/" + b"a" * 40000, b"/Prompting?x=1", b"", b"/\xff"])
+_versions = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/9", b"", b"http/1.1"])
+_raw_headers = st.lists(st.one_of(
+    st.tuples(st.sampled_from([h.encode() for h in AUTH_HEADERS] + [b"transfer-encoding", b"host", b"connection",
+                                                                    b"expect", b"X-Big"]),
+              st.one_of(header_values.map(lambda v: v.encode("latin-1")),
+                        st.sampled_from([b"chunked", b"gzip, chunked", b"chunked, gzip", b"identity", b"-1",
+                                         b"100000000", b"0", b"close", b"100-continue", b"a" * 40000]))),
+    st.tuples(st.binary(min_size=1, max_size=20), st.binary(max_size=40))), max_size=10)
+_endings = st.sampled_from([b"\r\n\r\n", b"\n\n", b"\r\n", b"", b"\r\n\r\n0\r\n\r\n", b"\r\n\r\nGET /health HTTP/1.1\r\n\r\n"])
+raw_requests = st.tuples(_tokens, _targets, _versions, _raw_headers, _endings, bodies).map(
+    lambda p: p[0] + b" " + p[1] + b" " + p[2] + b"\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in p[3])
+    + p[4] + p[5])
+
+
+def send_raw(port: int, raw: bytes, timeout: float = 10.0) -> bytes:
+    """Send `raw` on a fresh connection and read the first response whole, or until the server
+    closes (b"" if it answered nothing). A hang past `timeout` raises: every connection must end.
+    (Our side is not half-closed: uvicorn drops a connection at EOF, answer and all.)"""
+    import socket
+
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(raw)
+            while not _complete(received) and (chunk := sock.recv(65536)):
+                received += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return received
+
+
+def _complete(answer: bytes) -> bool:
+    head, found, body = answer.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    lowered = head.lower()
+    if b"transfer-encoding: chunked" in lowered:
+        return body.endswith(b"0\r\n\r\n")
+    for line in lowered.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False  # no length: the body ends when the server closes
+
+
+def statuses_of(answer: bytes) -> list[int]:
+    """The status of every response in `answer` (pipelined requests get several)."""
+    import re
+
+    return [int(code) for code in re.findall(rb"(?:^|\r\n)HTTP/1\.[01] (\d{3}) ", answer)]

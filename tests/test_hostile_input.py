@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from .fuzzing import cases, send_case, signed, signed_cases
+from .fuzzing import cases, raw_requests, send_case, send_raw, signed, signed_cases, statuses_of
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +51,32 @@ def test_signed_requests_with_hostile_bodies_are_refused_with_a_reason_or_served
     assert status in (200, 409, 413, 422), (status, body)
     if status != 200:
         assert body.get("reason") or body.get("message"), body
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, wallets_dir):
+    """A real miner on a real port; one per module, so the fuzz cases share it."""
+    from declarative_miner.config import compose
+    from declarative_miner.miner import Miner
+
+    home = tmp_path_factory.mktemp("raw-fuzz-home")
+    (home / "dev").mkdir()
+    (home / "dev" / "wallets").symlink_to(wallets_dir)
+    miner = Miner(compose([f"home={home}", "axon.port=0", "blacklist=open", "axon.request_timeout=1",
+                           "axon.max_body_bytes=300000"]))
+    with miner:
+        yield miner
+    miner.close()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(raw=raw_requests)
+def test_raw_bytes_through_the_real_server_never_get_a_5xx(served, raw):
+    """Through uvicorn and the guarded protocol: request lines, headers, encodings and bodies."""
+    answer = send_raw(served.port, raw)
+    statuses = statuses_of(answer)
+    assert all(status < 500 for status in statuses), answer[:500]
+    if statuses and statuses[0] >= 400 and not raw.startswith(b"HEAD "):  # HEAD answers carry no body
+        assert answer.partition(b"\r\n\r\n")[2], answer[:500]  # a refusal carries its reason
+    assert statuses_of(send_raw(served.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == [200]

@@ -314,11 +314,11 @@ def test_state_files_are_0600_and_directories_0700_whatever_the_umask(tmp_path):
 
 # 11. The smaller ones ----------------------------------------------------------------------------
 
-def test_transfer_encodings_other_than_chunked_get_501(make_miner):
+def test_transfer_encodings_other_than_chunked_get_400(make_miner):
     with make_miner() as miner, connect(miner.port) as sock:
         sock.sendall(request_bytes("POST", "/Prompting", {"Transfer-Encoding": "gzip, chunked"}, b"0\r\n\r\n"))
         status, _, answer = read_response(sock)
-    assert status == 501 and b"'gzip, chunked' is not supported" in answer
+    assert status == 400 and b"'gzip, chunked' is not supported" in answer
 
 
 def test_an_absolute_form_target_gets_400_not_a_verified_path(make_miner, hotkeys):

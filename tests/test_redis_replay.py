@@ -70,3 +70,14 @@ def test_an_unreachable_replay_store_fails_closed_with_503(make_miner, client_fo
         assert (reply.status, reply.error) == (503, "unavailable")
         assert reply.reason.startswith("the replay store is unreachable")
         assert client.http.get("/health").status_code == 200
+
+
+def test_a_rate_limit_is_one_budget_across_machines(make_miner, client_for, redis_url):
+    url, _ = redis_url
+    rule = "+blacklist.rules.rate_limit={requests: 2, window: 60}"
+    with make_miner(f"axon.replay_store={url}", "cache.ttl=0", rule) as first, \
+            make_miner(f"axon.replay_store={url}", "cache.ttl=0", rule) as second:
+        clients = [client_for(first), client_for(second)]
+        replies = [clients[i % 2].prompt([f"machine budget {i}"]) for i in range(4)]
+    assert [r.status for r in replies] == [200, 200, 429, 429]
+    assert replies[2].reason == "more than 2 requests in 60 s; retry in 30 s"

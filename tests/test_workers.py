@@ -53,3 +53,31 @@ def test_two_workers_share_the_port_the_cache_and_the_replay_store(tmp_path, hot
         code = miner.stop(signal.SIGTERM)
     assert code == 0
     assert "Supervising 2 workers" in "".join(miner.seen)
+
+
+def test_a_rate_limit_is_one_budget_across_workers(tmp_path, hotkeys, wallets_dir):
+    """Each request on a new connection, reaching both workers: still only `requests` are served."""
+    from bittensor import http_auth
+
+    from .test_open_internet import send
+
+    (tmp_path / "mg.yaml").write_text(yaml.safe_dump({"neurons": [
+        {"hotkey": hotkeys["dev-validator"].ss58_address, "stake": 10000, "validator_permit": True}]}))
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
+    miner = Running("axon.port=0", "axon.workers=2", "cache.ttl=0", "+blacklist.rules.rate_limit={requests: 3}",
+                    f"wallet.path={wallets_dir}", f"network.metagraph_file={tmp_path}/mg.yaml", env=env, cwd=tmp_path)
+    try:
+        port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
+        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
+        served_by, statuses = set(), []
+        receiver = hotkeys["dev-miner"].ss58_address
+        for i in range(12):
+            body = json.dumps({"roles": ["user"], "messages": [f"budget {i}"]}).encode()
+            status, _, _ = send(port, http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting",
+                                                     body=body, receiver_ss58=receiver), body)
+            statuses.append(status)
+            served_by.add(httpx.get(f"http://127.0.0.1:{port}/health").json()["pid"])
+    finally:
+        assert miner.stop(signal.SIGTERM) == 0
+    assert len(served_by) == 2  # both workers answered on fresh connections
+    assert sorted(statuses) == [200] * 3 + [429] * 9, statuses

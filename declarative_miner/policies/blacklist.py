@@ -140,6 +140,7 @@ class Blacklist:
         self.rules = [r for r in rules if getattr(r[1], "peer_only", False)] + \
                      [r for r in rules if not getattr(r[1], "peer_only", False)]
         self._counted = [rule for _, rule in self.rules if hasattr(rule, "count")]
+        self.shareable = [rule for _, rule in self.rules if hasattr(rule, "share")]  # state other processes need
 
     def check(self, request: Prompting, metagraph: Metagraph) -> tuple[bool, str]:
         """(blacklisted, reason), as the seed's `blacklist` returns."""

@@ -13,8 +13,9 @@ as long as the client likes. On a public endpoint each is cheap denial-of-servic
 - the body itself is bounded by the app (`axon.request_timeout`, `axon.max_body_bytes`);
 - a request target must be a path (origin-form): btauth/1 signs the target as sent, and uvicorn
   would hand the app only the path of `http://host/path`;
-- `Transfer-Encoding` other than exactly `chunked` is refused (501), where httptools would read
-  `gzip, chunked` as plain chunked.
+- `Transfer-Encoding` other than exactly `chunked` is refused (400, as RFC 9112 §6.3 asks when
+  chunked is not the final coding, and a 4xx like every hostile request here), where httptools
+  would read `gzip, chunked` as plain chunked.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._count(len(name) + len(value) + 4)
         if name.lower() == b"transfer-encoding" and (value.strip().lower() != b"chunked" or any(
                 n.lower() == b"transfer-encoding" for n, _ in self.headers)):
-            self._refuse("501 Not Implemented", f"Transfer-Encoding {value.decode('latin-1')!r} is not supported; "
+            self._refuse("400 Bad Request", f"Transfer-Encoding {value.decode('latin-1')!r} is not supported; "
                          "send the body with Content-Length or as plain chunked")
         super().on_header(name, value)
 

@@ -162,14 +162,23 @@ def _alive(pid: str) -> bool:
     return True
 
 
+def shared_state(setting: str, workers: int) -> str:
+    """Where state shared by the miner's processes lives, as `axon.replay_store` says: `memory`
+    (one process), `disk` (the workers of one machine; `auto` with several) or `redis`."""
+    if setting.startswith(REDIS_SCHEMES):
+        return "redis"
+    return "disk" if setting == "disk" or (setting == "auto" and workers > 1) else "memory"
+
+
 def open_store(setting: str, workers: int, home: str, *, max_age: float, allowed_skew: float):
-    """The nonce store `axon.replay_store` names (`auto`: memory for one worker, disk for several),
-    keeping each nonce for the whole freshness window that `check_fresh` applies, and a second more."""
+    """The nonce store `axon.replay_store` names, keeping each nonce for the whole freshness
+    window that `check_fresh` applies, and a second more."""
     retention = max_age + allowed_skew + 1.0
     directory = Path(home).expanduser() / "replay"
-    if setting.startswith(REDIS_SCHEMES):
+    where = shared_state(setting, workers)
+    if where == "redis":
         return RedisNonceStore(setting, retention)
-    if setting == "disk" or (setting == "auto" and workers > 1):
+    if where == "disk":
         return DiskNonceStore(str(directory / "nonces"), retention)
     return MemoryNonceStore(retention, directory / "nonces.json", allowed_skew)
 

@@ -1,0 +1,118 @@
+"""Where rate-limit state lives: this process, the workers of one machine, or several machines.
+
+The rate limit is GCRA (the generic cell rate algorithm, a token bucket kept as one number per
+caller: its "theoretical arrival time"), so each store needs one small atomic step, `admit`:
+a dict under a lock, a diskcache transaction, or a Redis script.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import diskcache
+
+from ..errors import Unavailable
+from ..files import private_dir
+from ..server.replay import shared_state
+
+
+def _step(tat: Optional[float], now: float, interval: float, tolerance: float) -> tuple[float, Optional[float]]:
+    """GCRA: (seconds to wait, 0 when admitted; the new arrival time to store, None when refused)."""
+    tat = now if tat is None or tat < now else tat
+    if tat - now > tolerance:
+        return tat - tolerance - now, None
+    return 0.0, tat + interval
+
+
+class MemoryCells:
+    """One process's callers, at most `max_callers`, least recently seen first out. O(1)."""
+
+    def __init__(self, max_callers: int):
+        self.max_callers = max_callers
+        self._tat: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, key: str, interval: float, tolerance: float) -> float:
+        now = time.monotonic()
+        with self._lock:
+            old = self._tat.pop(key, None)
+            wait, tat = _step(old, now, interval, tolerance)
+            self._tat[key] = tat if tat is not None else old  # a refusal changes nothing
+            if len(self._tat) > self.max_callers:
+                self._tat.popitem(last=False)  # a forgotten caller starts again with a full budget
+        return wait
+
+    def __len__(self) -> int:
+        return len(self._tat)
+
+
+class DiskCells:
+    """Shared by the workers of one machine (diskcache, one transaction per verified request)."""
+
+    def __init__(self, directory: str):
+        self._directory, self._pid, self._store = directory, None, None
+
+    def _cache(self) -> diskcache.Cache:
+        if self._pid != os.getpid():  # a forked worker opens its own connection
+            private_dir(Path(self._directory))
+            self._store, self._pid = diskcache.Cache(self._directory, sqlite_synchronous=0), os.getpid()
+        return self._store
+
+    def admit(self, key: str, interval: float, tolerance: float) -> float:
+        store, now = self._cache(), time.time()
+        with store.transact():
+            wait, tat = _step(store.get(key), now, interval, tolerance)
+            if tat is not None:
+                store.set(key, tat, expire=tat - now)
+        return wait
+
+    def close(self) -> None:
+        if self._store is not None and self._pid == os.getpid():
+            self._store.close()
+        self._store, self._pid = None, None
+
+
+# Redis's own clock, so machines with skewed clocks share one schedule.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+if tat - now > tolerance then return tostring(tat - tolerance - now) end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000))
+return '0'
+"""
+
+
+class RedisCells:
+    """Shared by several machines behind one hotkey. Unreachable Redis fails closed (503)."""
+
+    def __init__(self, url: str):
+        import redis
+
+        self._redis, self._errors = redis.Redis.from_url(url, socket_timeout=2), redis.RedisError
+        self._gcra = self._redis.register_script(_GCRA)
+
+    def admit(self, key: str, interval: float, tolerance: float) -> float:
+        try:
+            return float(self._gcra(keys=[f"dm:rate:{key}"], args=[interval, tolerance]))
+        except self._errors as exc:
+            raise Unavailable(f"the rate-limit store is unreachable ({type(exc).__name__}); try again") from None
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def open_cells(setting: str, workers: int, home: str):
+    """The shared store `axon.replay_store` implies (see `replay.shared_state`), or None for
+    memory: each rate limit then keeps its own `MemoryCells`."""
+    where = shared_state(setting, workers)
+    if where == "redis":
+        return RedisCells(setting)
+    return DiskCells(str(Path(home).expanduser() / "ratelimit")) if where == "disk" else None
