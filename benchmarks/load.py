@@ -70,8 +70,11 @@ def requests_for(job: Job, connection: int) -> list[bytes]:
     return out
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> int | None:
+    """The status of one response, or None when the server had closed the connection."""
     status_line = await reader.readline()
+    if not status_line:
+        return None
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
@@ -82,14 +85,24 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _connection(port: int, source: str, requests: list[bytes], results: list) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0),
-                                                   limit=2**21)
+    async def connect():
+        return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0), limit=2**21)
+
+    reader, writer = await connect()
     try:
         for raw in requests:
             started = time.perf_counter()
             writer.write(raw)
-            status = await _read_response(reader)
+            while (status := await _read_response(reader)) is None:
+                # The miner ends a connection whose body it did not read (a refusal before the body):
+                # reconnect and send again, as an HTTP client does; the time counts.
+                writer.close()
+                reader, writer = await connect()
+                writer.write(raw)
             results.append((time.perf_counter() - started, status))
+            if reader.at_eof():
+                writer.close()
+                reader, writer = await connect()
     finally:
         writer.close()
 

@@ -45,6 +45,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._header_bytes = 0
         self._refused: Optional[tuple[str, str]] = None  # (status line, reason) of a request refused here
         self._header_timer: Optional[asyncio.TimerHandle] = None
+        self._lingering = False  # answered, closing: what still arrives is read and thrown away unparsed
         self._ip: Optional[str] = (transport.get_extra_info("peername") or ("?",))[0]
         if self.per_ip.held_by(self._ip) >= self.max_connections_per_ip:
             self._ip = None
@@ -52,6 +53,10 @@ class _GuardedHttpTools(HttpToolsProtocol):
             return
         self.per_ip.take(self._ip)
         self._start_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:
+            super().data_received(data)
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
@@ -115,6 +120,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
             # which can destroy the answer before the client reads it).
             if self.transport.can_write_eof():
                 self.transport.write_eof()
+            self._lingering = True
             self.loop.call_later(LINGER, self.transport.close)
             return
         super().on_response_complete()
