@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ AUTH_HEADERS = ["x-bittensor-version", "x-bittensor-hotkey", "x-bittensor-nonce"
                 "x-bittensor-receiver", "x-bittensor-crypto", "bt_header_dendrite_hotkey", "bt_header_dendrite_nonce",
                 "bt_header_dendrite_signature", "bt_header_dendrite_uuid", "bt_header_dendrite_version",
                 "computed_body_hash", "timeout", "content-length", "content-type"]
+INVALID_FIELD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 HOTKEYS = ["5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", "not-a-hotkey", "", "5" * 48]
 
 json_values = st.recursive(
@@ -61,6 +64,8 @@ async def send_case(app, case) -> tuple[int, dict | None]:
              "client": ("127.0.0.1", 40000)}
     await asyncio.wait_for(app(scope, receive, send), 30)
     start = next(m for m in messages if m["type"] == "http.response.start")
+    for name, value in start["headers"]:  # what a real server refuses to send (RFC 9110 field-value)
+        assert not INVALID_FIELD_VALUE.search(value), (name, value)
     payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     try:
         return start["status"], json.loads(payload)
@@ -110,8 +115,6 @@ def send_raw(port: int, raw: bytes, timeout: float = 10.0) -> bytes:
     """Send `raw` on a fresh connection and read the first response whole, or until the server
     closes (b"" if it answered nothing). A hang past `timeout` raises: every connection must end.
     (Our side is not half-closed: uvicorn drops a connection at EOF, answer and all.)"""
-    import socket
-
     received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
@@ -138,6 +141,4 @@ def _complete(answer: bytes) -> bool:
 
 def statuses_of(answer: bytes) -> list[int]:
     """The status of every response in `answer` (pipelined requests get several)."""
-    import re
-
     return [int(code) for code in re.findall(rb"(?:^|\r\n)HTTP/1\.[01] (\d{3}) ", answer)]

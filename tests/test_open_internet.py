@@ -338,3 +338,24 @@ def test_validate_creates_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "dev-miner/nosuch -> not created yet" in result.stdout and "mode=validate creates nothing" in result.stdout
     assert not (home / "dev" / "wallets").exists()
+
+
+def test_a_nonce_of_non_ascii_digits_is_a_401_not_a_500(make_miner, hotkeys):
+    """`"²".isdigit()` is true but `int("²")` fails: the byte \\xb2 (obs-text) in a nonce header."""
+    with make_miner() as miner, connect(miner.port) as sock:
+        sock.sendall(b"POST /Prompting HTTP/1.1\r\nHost: x\r\nX-Bittensor-Version: 1\r\nX-Bittensor-Hotkey: "
+                     + hotkeys["dev-validator"].ss58_address.encode() + b"\r\nX-Bittensor-Nonce: \xb2\r\n"
+                     b"X-Bittensor-Signature: 0x00\r\nContent-Length: 2\r\n\r\n{}")
+        status, _, answer = read_response(sock)
+    assert status == 401 and b"MalformedAuth" in answer, answer
+
+
+def test_a_v10_refusal_quoting_a_decoded_nul_in_the_path_is_still_answered(make_miner, hotkeys):
+    """Found by the raw fuzzing: `/%00` decodes to NUL, the 404's reason quotes the path, and the v10
+    status header carried it, which uvicorn refuses to send: the caller got no answer at all."""
+    with make_miner() as miner, connect(miner.port) as sock:
+        sock.sendall(request_bytes("POST", "/%00", {"bt_header_dendrite_hotkey": hotkeys["stranger"].ss58_address,
+                                                    "Content-Length": "2"}, b"{}"))
+        status, headers, answer = read_response(sock)
+    assert status == 404 and b"no route POST /" in answer
+    assert headers["bt_header_axon_status_message"].startswith("not found: no route POST /?")

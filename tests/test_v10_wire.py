@@ -136,3 +136,13 @@ def test_the_client_speaks_v10_and_the_pipeline_treats_it_like_btauth(make_miner
     assert (ok.status, ok.completion, ok.headers["bt_header_axon_status_code"]) == (200, "hello v10", "200")
     assert duplicate.status == 409 and duplicate.headers["bt_header_axon_status_code"] == "409"
     assert (stranger.status, stranger.reason) == (403, "blacklisted: registered: hotkey is not registered on netuid 1")
+
+
+def test_a_refusal_quoting_control_characters_still_makes_valid_headers():
+    """A reason may quote the caller; uvicorn refuses a header value with control characters and
+    the caller would get no answer at all."""
+    from declarative_miner.server.v10 import V10Auth
+
+    payload, headers = V10Auth.failure(NotAuthenticated("bad \n nonce \x00 \x7f"))
+    assert payload["message"] == "authentication failed: bad \n nonce \x00 \x7f"  # the body keeps it (JSON escapes it)
+    assert headers["bt_header_axon_status_message"] == "authentication failed: bad ? nonce ? ?"

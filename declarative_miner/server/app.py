@@ -187,7 +187,7 @@ class MinerApp:
     def _check_length(self, length: str | None) -> None:
         if length is None:
             return
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # int() refuses other digits, such as ²
             raise BadRequest(f"Content-Length {length!r} is not a number")
         if int(length) > self.limits.max_body_bytes:
             raise BodyTooLarge(f"body of {length} bytes exceeds {self.limits.max_body_bytes}")

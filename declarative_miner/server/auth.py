@@ -49,7 +49,7 @@ class BtAuth:
                ip: Optional[str]) -> TerminalInfo:
         """The verified caller, or `NotAuthenticated` with the reason."""
         nonce = headers.get(http_auth.HEADER_NONCE.lower(), "")
-        if nonce.isdigit():
+        if nonce.isascii() and nonce.isdigit():  # int() would refuse other digits, such as ²
             check_fence(int(nonce), self.nonce_store.fence_ns)
         try:
             caller = http_auth.verify(

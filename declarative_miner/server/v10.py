@@ -28,6 +28,7 @@ from .replay import check_fresh
 CLAIMED_HOTKEY = "bt_header_dendrite_hotkey"
 REQUIRED_HASH_FIELDS = ("messages",)  # what the v10 `Prompting` synapse integrity-protects
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what HTTP forbids in a header value (tab is allowed)
 
 
 def body_hash(body: Mapping, fields: tuple[str, ...] = REQUIRED_HASH_FIELDS) -> str:
@@ -132,8 +133,9 @@ class V10Auth:
 
 
 def _status_headers(status: int, message: str, process_time: Optional[float] = None) -> dict[str, str]:
-    headers = {"bt_header_axon_status_code": str(status),
-               "bt_header_axon_status_message": message.encode("latin-1", "replace").decode("latin-1")}
+    # A reason may quote what the caller sent; a header value must be latin-1 without control characters.
+    safe = _CONTROL.sub("?", message.encode("latin-1", "replace").decode("latin-1"))
+    headers = {"bt_header_axon_status_code": str(status), "bt_header_axon_status_message": safe}
     if process_time is not None:
         headers["bt_header_axon_process_time"] = repr(process_time)
     return headers
