@@ -1,42 +1,54 @@
-"""Prompt-cache cost at 10^3 vs 10^6 entries (target: ratio <= 1.5). By hand:
+"""Prompt-cache cost at 10^3 vs 10^6 entries (target: ratio <= 1.5), and what a restart costs. By hand:
 
     python benchmarks/cache.py                 # fills 10^6 entries first (~1 min, ~150 MB on disk)
     python benchmarks/cache.py --large 100000  # quicker
 
-Times the two operations a request makes, through `PromptCache` itself: the claim of a new
-prompt (`reject`: an atomic add) and the look-up of a cached one (`reuse`).
+Times what a request asks of `PromptCache` itself (real diskcache, real shared table): the claim
+of a new prompt (`reject`), a repeat answered from this process's memory (`reuse`), and a repeat
+answered from disk (`reuse`, an entry a previous run saved); and the restore at start.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import diskcache
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from declarative_miner.cache import PromptCache  # noqa: E402
+from declarative_miner.cache import LocalStore, PromptCache  # noqa: E402
 
 
-def filled(entries: int, on_hit: str) -> PromptCache:
-    cache = PromptCache(tempfile.mkdtemp(prefix="dm-cache-bench-"), ttl=7200, on_hit=on_hit, size_limit=2**34)
-    store = cache._store
-    with store.transact():  # one transaction: filling is set-up, not what is measured
+def key(cache: PromptCache, text: str) -> str:
+    return cache.key("Prompting", {"roles": ["user"], "messages": [text]}, None)
+
+
+def filled(entries: int, on_hit: str) -> tuple[PromptCache, float]:
+    """A cache whose disk holds `entries` answered prompts, opened as a restart opens it."""
+    directory = tempfile.mkdtemp(prefix="dm-cache-bench-")
+    probe = PromptCache(7200, on_hit, "global", "bench", None)
+    with diskcache.Cache(directory, size_limit=2**34) as disk, disk.transact():  # set-up, not measured
         for i in range(entries):
-            store.set(hashlib.sha256(b"fill %d" % i).hexdigest(), f"completion {i}", expire=7200)
-    return cache
+            disk.set(key(probe, f"fill {i}"), f"completion {i}", expire=7200)
+    cache = PromptCache(7200, on_hit, "global", "bench", LocalStore(2 * entries, directory, 2**34, False))
+    start = time.perf_counter()
+    cache.open()
+    return cache, time.perf_counter() - start
 
 
-def per_op(cache: PromptCache, keys: list[str], kind: str) -> float:
+def per_op(cache: PromptCache, keys: list[str]) -> float:
     async def answer() -> str:
         return "fresh"
 
     async def run() -> None:
-        for key in keys:
-            await cache.run(key, answer)
+        await cache.start()
+        for k in keys:
+            await cache.run(k, answer)
+        await cache.stop()
 
     start = time.perf_counter()
     asyncio.run(run())
@@ -49,20 +61,26 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--ops", type=int, default=5_000)
     args = parser.parse_args()
-    rows = {}
+    rows, restore = {}, {}
     for size in (args.small, args.large):
-        for on_hit in ("reject", "reuse"):
-            cache = filled(size, on_hit)
-            if on_hit == "reject":  # new prompts: each is claimed
-                keys = [hashlib.sha256(b"new %d" % i).hexdigest() for i in range(args.ops)]
-            else:  # repeats of cached prompts: each is a hit
-                keys = [hashlib.sha256(b"fill %d" % (i % size)).hexdigest() for i in range(args.ops)]
-            rows[size, on_hit] = min(per_op(cache, keys[i::3], on_hit) for i in range(3))
+        for op, on_hit in (("claim", "reject"), ("memory", "reuse"), ("disk", "reuse")):
+            cache, restore[size] = filled(size, on_hit)
+            if op == "claim":  # new prompts: each is claimed
+                keys = [key(cache, f"new {i}") for i in range(args.ops)]
+            elif op == "memory":  # repeats of prompts this process answered
+                keys = [key(cache, f"new {i % 100}") for i in range(args.ops)]
+            else:  # repeats of prompts a previous run answered
+                keys = [key(cache, f"fill {i % size}") for i in range(args.ops)]
+            rows[size, op] = min(per_op(cache, keys[i::3]) for i in range(3))
             cache.close()
-    for on_hit, what in (("reject", "claim a new prompt"), ("reuse", "answer a cached prompt")):
-        small, large = rows[args.small, on_hit], rows[args.large, on_hit]
-        print(f"{what:<24} {args.small:>9,} entries {small:7.1f} us   {args.large:>9,} entries {large:7.1f} us   "
+            cache.release_memory()
+    for op, what in (("claim", "claim a new prompt"), ("memory", "repeat, from memory"),
+                     ("disk", "repeat, from disk")):
+        small, large = rows[args.small, op], rows[args.large, op]
+        print(f"{what:<22} {args.small:>9,} entries {small:7.1f} us   {args.large:>9,} entries {large:7.1f} us   "
               f"ratio {large / small:5.2f}   (target <= 1.5)")
+    for size, seconds in restore.items():
+        print(f"restore at start       {size:>9,} entries {seconds:7.2f} s")
 
 
 if __name__ == "__main__":

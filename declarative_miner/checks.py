@@ -52,6 +52,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
     need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")
     need(settings.cache.ttl >= 0, "cache.ttl", settings.cache.ttl, "seconds >= 0 (0 disables)")
+    need(settings.cache.scope in ("global", "caller"), "cache.scope", settings.cache.scope, "global or caller")
+    need(settings.cache.max_entries > 0, "cache.max_entries", settings.cache.max_entries, "an integer > 0")
     need(settings.network.sync_interval > 0, "network.sync_interval", settings.network.sync_interval, "seconds > 0")
     network = settings.network
     need(network.name in ("dev", "finney", "test", "local") or network.name.startswith(("ws://", "wss://")),

@@ -77,13 +77,7 @@ class MinerClient:
     def send(self, body: bytes, headers: dict[str, str], path: str = PROMPT_PATH) -> Reply:
         """POST raw bytes with the given headers; for tests that tamper with either."""
         response = self.http.post(path, content=body, headers=headers)
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"error": "not JSON", "reason": response.text[:200]}
-        # btauth/1 errors say {"error", "reason"}; v10 ones say {"message"}.
-        return Reply(response.status_code, data.get("completion"), data.get("error"),
-                     data.get("reason", data.get("message")), dict(response.headers))
+        return _reply(response)
 
     def prompt(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None,
                protocol: str = "btauth") -> Reply:
@@ -112,9 +106,7 @@ class MinerClient:
         with self.http.stream("POST", STREAM_PATH, content=body, headers=headers) as response:
             if response.status_code != 200:
                 response.read()
-                data = response.json()
-                return Reply(response.status_code, None, data.get("error"), data.get("reason", data.get("message")),
-                             dict(response.headers))
+                return _reply(response)
             reply = Reply(200, headers=dict(response.headers))
             pieces = response.iter_text() if protocol == "v10" else _events(response.iter_lines(), reply)
             for chunk in pieces:
@@ -163,6 +155,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reply(response: httpx.Response) -> Reply:
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"error": "not JSON", "reason": response.text[:200]}
+    if not isinstance(data, dict):
+        data = {"error": "not a JSON object", "reason": response.text[:200]}
+    # btauth/1 errors say {"error", "reason"}; v10 ones say {"message"}, which starts with the error.
+    return Reply(response.status_code, data.get("completion"), data.get("error"),
+                 data.get("reason", data.get("message")), dict(response.headers))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from .config import ConfigError
@@ -191,7 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if reply.ok:
         print(reply.completion)
         return 0
-    print(f"{reply.status} {reply.error}: {reply.reason}", file=sys.stderr)
+    said = f"{reply.error}: {reply.reason}" if reply.error else reply.reason or "(no reason given)"
+    print(f"{reply.status} {said}", file=sys.stderr)
     return 1
 
 

@@ -6,8 +6,10 @@ import argparse
 import contextlib
 import functools
 import inspect
+import json
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
@@ -17,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
 from .answers import as_prompt_failure, chunks_of, completion_of, in_thread
-from .cache import PromptCache
+from .cache import LocalStore, PromptCache, RedisStore
 from .chain.network import connect, open_miner_wallet
 from .chain.live import LiveChain
 from .chain.metagraph import Metagraph
@@ -32,7 +34,7 @@ from .protocol import Prompting
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
-from .server.replay import open_store
+from .server.replay import open_store, shared_state
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .server.threads import DaemonThreadPool
@@ -82,8 +84,8 @@ class Miner:
             target, {k: v for k, v in s.prompt.items() if k != "_target_"}, "prompt._target_"))
         problems.raise_if_any()
         log.info("Instantiating prompt <%s>", target)
-        self.cache = PromptCache(str(Path(s.cache.directory).expanduser()), s.cache.ttl,
-                                 s.cache.on_hit.value, s.cache.size_limit, s.cache.sync_writes)
+        self.cache = PromptCache(s.cache.ttl, s.cache.on_hit.value, s.cache.scope, self._cache_namespace(),
+                                 self._cache_store() if s.cache.ttl > 0 else None)
         self._executor = DaemonThreadPool(s.axon.max_concurrency, "prompt")
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -91,6 +93,23 @@ class Miner:
         self._budgets = open_cells(s.axon.replay_store, s.axon.workers, s.home) if self._blacklist.shareable else None
         for rule in self._blacklist.shareable if self._budgets is not None else ():
             rule.share(self._budgets)  # rate limits are one budget across workers (and machines)
+
+    def _cache_namespace(self) -> str:
+        """Who answers, as the cache keys name it: `cache.namespace`, or the prompt's config (and a
+        subclass's own `prompt`), so that two recipes never share an answer."""
+        if self.settings.cache.namespace:
+            return self.settings.cache.namespace
+        answerer = dict(self.settings.prompt)
+        if type(self).prompt is not Miner.prompt:
+            answerer["prompt"] = f"{type(self).__module__}.{type(self).__qualname__}.prompt"
+        return json.dumps(answerer, sort_keys=True, default=str)
+
+    def _cache_store(self):
+        s = self.settings
+        if shared_state(s.axon.replay_store, s.axon.workers) == "redis":  # machines share it as they share nonces
+            return RedisStore(s.axon.replay_store, lease=s.axon.request_timeout + 1)
+        return LocalStore(s.cache.max_entries, str(Path(s.cache.directory).expanduser()), s.cache.size_limit,
+                          s.cache.sync_writes)
 
     @staticmethod
     def _build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
@@ -136,7 +155,7 @@ class Miner:
             with as_prompt_failure():
                 return await completion_of(await self._call(self.prompt, synapse), self._executor)
 
-        synapse.completion = await self.cache.run(self.cache.key(synapse.messages), answer)
+        synapse.completion = await self.cache.run(self._cache_key(synapse), answer)
         return synapse
 
     async def _stream(self, synapse: Prompting) -> AsyncIterator[str]:
@@ -148,9 +167,12 @@ class Miner:
                     async for chunk in produced:
                         yield chunk
 
-        async with contextlib.aclosing(self.cache.stream(self.cache.key(synapse.messages), chunks)) as streamed:
+        async with contextlib.aclosing(self.cache.stream(self._cache_key(synapse), chunks)) as streamed:
             async for chunk in streamed:
                 yield chunk
+
+    def _cache_key(self, synapse: Prompting) -> str:
+        return self.cache.key("Prompting", synapse.inputs(), synapse.dendrite.hotkey)
 
     async def prompt(self, synapse: Prompting) -> Any:
         """Answer `synapse` with the configured callable (`prompt._target_`).
@@ -197,6 +219,7 @@ class Miner:
     def _serve_as_worker(self) -> None:
         if self.chain is not None:  # the parent's connection lives on a thread the fork did not copy
             self.chain.subtensor = bt.Subtensor(self.settings.network.name)
+        self.cache.open()  # this process's own disk connection
         self._serve()
 
     def run_in_background_thread(self, timeout: float = 30.0) -> None:
@@ -250,6 +273,14 @@ class Miner:
         self._server = self._new_server()
         self._server.bind()
         self._publish()
+
+    def _open_cache(self) -> None:
+        restored, cleared = self.cache.open(self.settings.cache.clear)
+        if cleared:
+            log.info("Cleared %d stored prompts (cache.clear=true)", cleared)
+        if restored:
+            log.info("Restored %d prompts answered in the last %g s from %s", restored, self.settings.cache.ttl,
+                     self.settings.cache.directory)
 
     def _new_server(self) -> HttpServer:
         a = self.settings.axon
@@ -311,6 +342,7 @@ class Miner:
 
     def _make_app(self) -> MinerApp:
         a = self.settings.axon
+        self._open_cache()
         nonces = self._replay_store()
         auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
                       require_receiver=a.require_receiver, nonce_store=nonces)
@@ -320,6 +352,8 @@ class Miner:
             "miner_overrunning_prompts": ("Prompts still running in threads after their request ended",
                                           lambda: scheduler.overrunning),
             "miner_cache_hits": ("Prompts answered from the cache since start", lambda: self.cache.hits),
+            "miner_cache_unsaved": ("Answered prompts not yet written to disk (what a kill -9 would lose)",
+                                    lambda: self.cache.unsaved),
             "miner_metagraph_age_seconds": ("Seconds since the metagraph was read", lambda: self.metagraph.age),
             "miner_metagraph_block": ("Block of the metagraph in use", lambda: self.metagraph.block),
         })
@@ -334,8 +368,8 @@ class Miner:
             scheduler=scheduler, metrics=metrics,
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue,
                           a.max_unverified_per_ip),
-            on_startup=[self._announce, self._sync.start, self.cache.start_culling],
-            on_shutdown=[self._sync.stop, self.cache.stop_culling, self._close_prompt, self._save_nonces],
+            on_startup=[self._announce, self._sync.start, self.cache.start],
+            on_shutdown=[self._sync.stop, self.cache.stop, self._close_prompt, self._save_nonces],
         )
 
     async def _announce(self) -> None:
@@ -343,8 +377,8 @@ class Miner:
         log.info("Serving %s as %s on http://%s:%d (POST /Prompting, GET /health)",
                  self.settings.prompt.get("_target_"), self.hotkey, a.ip, self.port)
         if self.settings.network.name == "dev":
-            log.info('Query it as the dev validator: python -m declarative_miner.client "What is 2+2?" '
-                     "--port %d", self.port)
+            log.info('Query it as the dev validator: %s -m declarative_miner.client "What is 2+2?" --port %d',
+                     sys.executable, self.port)
         if self._blacklist.admits_non_validators:
             log.warning("The blacklist lets non-validators in (blacklist=%s): anyone who signs is served.",
                         list(n for n, _ in self._blacklist.rules) or "open")
@@ -363,7 +397,9 @@ class Miner:
         """What would run, one line per part (printed by `mode=validate`)."""
         s = self.settings
         rules = " -> ".join(name for name, _ in self._blacklist.rules) or "none (open)"
-        cache = f"ttl {s.cache.ttl:g} s, on_hit={s.cache.on_hit.value}, {s.cache.directory}" if s.cache.ttl else "off"
+        cache = (f"ttl {s.cache.ttl:g} s, on_hit={s.cache.on_hit.value}, scope={s.cache.scope}, "
+                 f"{'Redis' if shared_state(s.axon.replay_store, s.axon.workers) == 'redis' else s.cache.directory}; "
+                 f"keyed by request, inputs and {self.cache.namespace}" if s.cache.ttl else "off")
         return "\n".join([
             f"network    {s.network.name} (netuid {s.network.netuid}): {len(self.metagraph)} neurons",
             f"wallet     {s.wallet.name}/{s.wallet.hotkey} -> " + (
@@ -382,5 +418,6 @@ class Miner:
         self.stop_run_thread()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._close_files()
+        self.cache.release_memory()
         if self.chain is not None:
             self.chain.subtensor.close()

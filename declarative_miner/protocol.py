@@ -38,6 +38,10 @@ class Prompting:
             chat.insert(0, {"role": "system", "content": system_prompt})
         return chat
 
+    def inputs(self) -> dict:
+        """The fields a caller fills: what was asked."""
+        return {"roles": self.roles, "messages": self.messages}
+
     def to_json(self) -> dict:
         return {"roles": self.roles, "messages": self.messages, "completion": self.completion}
 

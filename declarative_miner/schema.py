@@ -80,6 +80,10 @@ class CacheConfig:
     ttl: float = 7200.0  # seconds a prompt counts as recent; 0 disables the cache
     directory: str = "${home}/cache"  # diskcache directory, shared by processes on this machine
     on_hit: OnHit = OnHit.reject  # reject: a recent prompt gets 409; reuse: answer the cached completion
+    scope: str = "global"  # global: any caller's repeat is a duplicate; caller: only the same hotkey's
+    namespace: Optional[str] = None  # who answers, part of every key; null: the prompt's _target_ and arguments
+    max_entries: int = 1000000  # prompts remembered at once (in memory shared by the workers, 32 bytes each)
+    clear: bool = False  # forget every stored prompt when the miner starts
     size_limit: int = 1073741824  # bytes on disk before the least recently used entries go
     sync_writes: bool = False  # fsync every write: survives power loss, at twice the write cost
 

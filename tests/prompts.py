@@ -87,3 +87,15 @@ def never_returns(request: Prompting) -> str:
     """A plain prompt stuck for good: its thread can never be stopped."""
     threading.Event().wait()
     return "unreachable"
+
+
+def waits_for_file(request: Prompting, path: str) -> str:
+    """Writes its pid to `path`.started, blocks until `path` exists (another process may create
+    it), then answers."""
+    import os
+    import pathlib
+
+    pathlib.Path(path + ".started").write_text(str(os.getpid()))
+    while not pathlib.Path(path).exists():
+        time.sleep(0.05)  # polls the file system: the creator may be another process
+    return "after " + request.messages[-1]

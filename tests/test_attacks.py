@@ -6,12 +6,12 @@ import os
 import signal
 import socket
 import threading
-import time
 
 import httpx
 
 from declarative_miner.client import MinerClient
 
+from .conftest import wait_until
 from .test_first_run import Running
 
 
@@ -66,9 +66,7 @@ def test_connections_beyond_the_bound_get_503_and_service_resumes(make_miner):
         refused = httpx.get(f"http://127.0.0.1:{miner.port}/health")
         for sock in idle:
             sock.close()
-        deadline = time.monotonic() + 15
-        while not _healthy(miner):
-            assert time.monotonic() < deadline
+        wait_until(lambda: _healthy(miner))
     assert refused.status_code == 503
 
 
@@ -84,6 +82,8 @@ def test_kill_9_under_load_then_restart_opens_the_cache_intact(tmp_path, hotkeys
     port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
     client = MinerClient(hotkeys["dev-validator"], port=port)
     assert client.prompt(["remembered"]).status == 200
+    # answers are written behind the requests, every 0.5 s: wait for this one, as README says
+    wait_until(lambda: "miner_cache_unsaved 0.0" in httpx.get(f"http://127.0.0.1:{port}/metrics").text)
     stop, served = threading.Event(), []
 
     def hammer(worker: int) -> None:
@@ -98,10 +98,7 @@ def test_kill_9_under_load_then_restart_opens_the_cache_intact(tmp_path, hotkeys
     workers = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
     for worker in workers:
         worker.start()
-    deadline = time.monotonic() + 30
-    while len(served) < 50:  # killed mid-load, with writes in flight
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: len(served) >= 50)  # killed mid-load, with writes in flight
     miner.stop(signal.SIGKILL)
     stop.set()
     for worker in workers:

@@ -21,7 +21,7 @@ def problems(*overrides: str) -> list[str]:
 
 def test_a_typo_in_a_key_names_the_full_key_and_the_keys_expected():
     assert problems("cache.tll=30") == [
-        "cache.tll: unknown key (got cache.tll=30; expected a group of keys: ttl, directory, on_hit, size_limit, sync_writes)"]
+        "cache.tll: unknown key (got cache.tll=30; expected a group of keys: ttl, directory, on_hit, scope, namespace, max_entries, clear, size_limit, sync_writes)"]
 
 
 def test_a_wrong_type_names_the_key_the_value_and_the_type():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -66,8 +67,9 @@ def test_first_run_creates_the_dev_network_serves_and_the_client_gets_the_echo(f
     miner = Running("axon.port=0", env=env, cwd=cwd)
     try:
         port = miner.wait_for(r"Serving .* on http://127\.0\.0\.1:(\d+)").group(1)
-        miner.wait_for(r'python -m declarative_miner.client "What is 2\+2\?" --port ' + port)
-        client = [sys.executable, "-m", "declarative_miner.client", "What is 2+2?", "--port", port]
+        hint = miner.wait_for(r'Query it as the dev validator: (.*)$').group(1)
+        client = shlex.split(hint)  # the command the miner prints runs as printed
+        assert client == [sys.executable, "-m", "declarative_miner.client", "What is 2+2?", "--port", port]
         first = subprocess.run(client, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
         again = subprocess.run(client, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
     finally:
@@ -140,3 +142,35 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_with_503_and_ex
     assert code == 0
     assert (replies[0].status, replies[0].completion) == (200, "slow finish me")
     assert (late.status, late.reason) == (503, "the miner is shutting down")
+
+
+def _tour_lines() -> list[tuple[list[str], str]]:
+    """The README's client commands, in order, with what each line's comment announces."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    lines = []
+    for line in readme.splitlines():
+        command, _, comment = line.strip().partition("#")
+        if command.startswith(".venv/bin/python -m declarative_miner.client"):
+            lines.append((shlex.split(command)[1:], comment.strip()))
+    return lines
+
+
+def test_the_readme_tour_runs_top_to_bottom_on_a_fresh_home_with_no_409_it_does_not_announce(fresh_home):
+    env, cwd = fresh_home
+    tour = _tour_lines()
+    assert len(tour) >= 4  # the first question, its repeat, a stream, a v10 query
+    miner = Running("axon.port=0", env=env, cwd=cwd)
+    try:
+        port = miner.wait_for(r"Serving .* on http://127\.0\.0\.1:(\d+)").group(1)
+        results = [subprocess.run([sys.executable, *args, "--port", port], env=env, cwd=cwd, capture_output=True,
+                                  text=True, timeout=60) for args, _ in tour]
+    finally:
+        miner.stop()
+    for (args, comment), result in zip(tour, results):
+        if "409" in comment:
+            assert result.returncode == 1 and result.stderr.startswith("409 duplicate prompt:"), (args, result.stderr)
+        else:
+            assert result.returncode == 0, (args, result.stderr)
+            assert "None" not in result.stdout + result.stderr
+        if comment.startswith("prints: "):
+            assert result.stdout == comment.removeprefix("prints: ") + "\n"

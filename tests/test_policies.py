@@ -253,12 +253,13 @@ def test_reuse_computes_concurrent_identical_prompts_once(make_miner, client_for
     assert [r.completion for r in replies] == ["gate after 1 calls"] * 5
 
 
-def test_reject_serves_exactly_one_of_identical_prompts_across_two_processes(home, tmp_path, hotkeys):
+def test_reject_serves_exactly_one_of_identical_prompts_across_two_workers(home, tmp_path, hotkeys):
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
-    servers = [Running("axon.port=0", env=env, cwd=tmp_path) for _ in range(2)]
+    server = Running("axon.port=0", "axon.workers=2", env=env, cwd=tmp_path)
     try:
-        ports = [s.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1) for s in servers]
-        clients = [MinerClient(hotkeys["dev-validator"], port=int(p)) for p in ports]
+        port = int(server.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
+        server.wait_for(r"on http://127\.0\.0\.1:(\d+)")  # the second worker is up too
+        clients = [MinerClient(hotkeys["dev-validator"], port=port) for _ in range(8)]  # 8 connections
         statuses: list[int] = []
         barrier = threading.Barrier(8)
 
@@ -266,13 +267,32 @@ def test_reject_serves_exactly_one_of_identical_prompts_across_two_processes(hom
             barrier.wait()
             statuses.append(client.prompt(["only once, anywhere"]).status)
 
-        threads = [threading.Thread(target=send, args=(clients[i % 2],)) for i in range(8)]
+        threads = [threading.Thread(target=send, args=(client,)) for client in clients]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
+        served_by = {httpx.get(f"http://127.0.0.1:{port}/health", headers={"connection": "close"}).json()["pid"]
+                     for _ in range(20)}
         for client in clients:
             client.close()
     finally:
-        assert [s.stop() for s in servers] == [0, 0]
+        assert server.stop() == 0
     assert sorted(statuses) == [200] + [409] * 7
+    assert len(served_by) == 2  # both workers take connections
+
+
+def test_a_second_miner_on_the_same_cache_is_named_in_the_log(home, tmp_path):
+    """Separately started miners do not share the in-memory duplicate check: the second one says so."""
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
+    first = Running("axon.port=0", env=env, cwd=tmp_path)
+    try:
+        first.wait_for(r"on http://127\.0\.0\.1:(\d+)")
+        second = Running("axon.port=0", env=env, cwd=tmp_path)
+        try:
+            second.wait_for(rf"another miner \(pid {first.proc.pid}\) uses the prompt cache in .*axon.workers")
+            second.wait_for(r"on http://127\.0\.0\.1:(\d+)")  # and serves all the same
+        finally:
+            assert second.stop() == 0
+    finally:
+        assert first.stop() == 0
