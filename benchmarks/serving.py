@@ -56,8 +56,18 @@ class Server:
                 time.sleep(0.1)
 
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        """CPU seconds of the server and its worker processes (`axon.workers`)."""
+        total, pids = 0, [self.process.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:  # it ended meanwhile
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / TICK
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -160,13 +170,16 @@ def main() -> None:
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
     print(f"{'row':<34} {'req/s median (min-max)':<24}  latency ms median (min-max)   server CPU/request")
 
-    ports = {name: free_port() for name in ("miner", "uncached", "floor", "axon")}
+    ports = {name: free_port() for name in ("miner", "uncached", "floor", "axon", "workers")}
     # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
     miner = Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", f"axon.port={ports['miner']}",
                              "axon.max_age=120", "hydra.run.dir=" + str(home / "run")], ports["miner"], env)
     uncached = Server("uncached", [sys.executable, "-m", "declarative_miner", f"home={home}", "cache.ttl=0",
                                    f"axon.port={ports['uncached']}", "axon.max_age=120",
                                    "hydra.run.dir=" + str(home / "run2")], ports["uncached"], env)
+    workers = Server("workers", [sys.executable, "-m", "declarative_miner", f"home={home}", "axon.workers=2",
+                                 f"axon.port={ports['workers']}", "axon.max_age=120", "cache.directory=${home}/cache2",
+                                 "hydra.run.dir=" + str(home / "run3")], ports["workers"], env)
     floor = Server("floor", [sys.executable, str(HERE / "floor.py"), "--port", str(ports["floor"]), "--hotkey",
                              miner_hotkey], ports["floor"], env)
     results = {}
@@ -182,6 +195,11 @@ def main() -> None:
                                                                    miner_hotkey, c, args.requests, args.processes)))
             results[("uncached", "btauth", c)] = row
             show(f"miner cache.ttl=0 btauth/1 c={c}", row)
+        c = max(levels)
+        for name, server in (("one worker", miner), ("two workers", workers)):
+            results[(name, c)] = repeat(args.reps, lambda: measure(server, jobs(
+                server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, c, args.requests, args.processes)))
+            show(f"miner {name} btauth/1 c={c}", results[(name, c)])
         for c in levels:
             row = repeat(args.reps, lambda: measure(miner, jobs(miner, "v10", wallets, dev.DEV_VALIDATOR, miner_hotkey,
                                                                 c, args.requests, args.processes)))
@@ -224,7 +242,7 @@ def main() -> None:
             show(label, cost[label])
         rss = miner.rss_mb()
     finally:
-        for server in (miner, uncached, floor):
+        for server in (miner, uncached, floor, workers):
             server.stop()
 
     axon_rows = {}
@@ -249,6 +267,9 @@ def main() -> None:
               f"{ratio(results[('miner', 'btauth', c)]['cpu_ms'][0], floor_cpu)}   (target <= 1.5)")
         print(f"  c={c:<3}   the same with cache.ttl=0          "
               f"{ratio(results[('uncached', 'btauth', c)]['cpu_ms'][0], floor_cpu)}")
+    c = max(levels)
+    print(f"  c={c:<3} two workers' req/s vs one's            "
+          f"{ratio(results[('two workers', c)]['rps'][0], results[('one worker', c)]['rps'][0])}   (target >= 1.6)")
     for c, row in axon_rows.items():
         print(f"  c={c:<3} miner v10 req/s vs stock Axon       "
               f"{ratio(results[('miner', 'v10', c)]['rps'][0], row['rps'][0], '6.1f')}   (target >= 20)")

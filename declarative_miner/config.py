@@ -185,6 +185,11 @@ def explain(exc: BaseException, overrides: Sequence[str]) -> list[ConfigProblem]
         return [_explain_omegaconf(cause, overrides)]
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     match = re.search(r"override '([^']+)'", text)
+    if match and "No match in the defaults list" in text:  # `recipe=echo`: a group not chosen by default
+        group = match.group(1)
+        value = _override_value(group, overrides) or "NAME"
+        return [ConfigProblem(group, f"is not chosen by default, so it is added with a + (got {group}={value}; "
+                                     f"expected +{group}={value})")]
     return [ConfigProblem(match.group(1) if match else "overrides", text)]
 
 

@@ -42,6 +42,11 @@ def test_an_unknown_recipe_lists_the_recipes_there_are():
     assert problems("+recipe=nope") == ["recipe: no such option (got nope; expected one of echo, llama, openai)"]
 
 
+def test_a_recipe_without_its_plus_says_to_add_the_plus():
+    assert problems("recipe=echo") == [
+        "recipe: is not chosen by default, so it is added with a + (got recipe=echo; expected +recipe=echo)"]
+
+
 def test_an_unknown_group_option_is_named():
     [problem] = problems("blacklist=nobody")
     assert problem.startswith("blacklist: no such option (got nobody; expected one of ")
@@ -51,9 +56,13 @@ def test_an_unknown_group_option_is_named():
 def test_every_recipe_composes_and_validates(recipe, home, request):
     # The llama recipe's default model is a hub download: here it gets the tests' own tiny one.
     model = [f"prompt.model={request.getfixturevalue('tiny_model')}"] if recipe == "llama" else []
-    miner = Miner(compose([f"home={home}", f"+recipe={recipe}", *model]))
+    cfg = compose([f"home={home}", f"+recipe={recipe}", *model])
+    miner = Miner(cfg)
     try:
-        assert miner.summary().startswith("network")
+        summary = miner.summary()
+        assert f"prompt     {cfg.prompt._target_}" in summary  # the recipe's model answers
+        assert f"{cfg.axon.max_concurrency} at once" in summary
+        assert cfg.prompt._target_ != compose([f"home={home}"]).prompt._target_ or recipe == "echo"
     finally:
         miner.close()
 

@@ -4,14 +4,15 @@ A served request only queues its entry; a thread writes the queue every `SAVE_IN
 in one transaction. So a `kill -9` loses at most the prompts answered in that last interval
 (a clean stop writes everything), and the next start restores the rest.
 
-A completion (`reuse`) is one diskcache entry under its key, as a hit must read it. A prompt whose
-answer is never read back (`reject`) needs only its key and expiry: a whole batch of those is one
-entry (`answered:...`, 24 bytes a prompt), because one diskcache `set` costs more CPU than a
-request's whole signature check, and each request must not pay one.
+Each batch's keys and expiries are one entry (`answered:...`, 24 bytes a prompt): one diskcache
+`set` costs more CPU than a request's whole signature check, so a request must not pay one, and a
+restart reads a few batches instead of every entry. A completion (`reuse`) is also an entry under
+its own key, which a hit reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -27,7 +28,6 @@ import diskcache
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 0.5  # seconds between writes of the queue: what a kill -9 may lose
-_STOP = object()
 _BATCH = "answered:"  # names an entry holding a batch of answered keys
 _ANSWERED = struct.Struct("<16sd")  # a batched key's first 16 bytes (all the claim table keeps) and its expiry
 
@@ -62,24 +62,24 @@ class SavedPrompts:
         self._store = _open(directory, size_limit, sync_writes)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
         self._counting = threading.Lock()
         self.unsaved = 0  # entries answered and not yet on disk: what a kill -9 now would lose
 
     def entries(self) -> Iterator[tuple[str, float]]:
-        """(key, expires) of every prompt still fresh on disk (a batched key: its first 32 hex digits)."""
+        """(key, expires) of every prompt still fresh on disk (each key's first 32 hex digits)."""
         if self._store is None:
             return
         now = time.time()
-        for key in self._safely("restore", lambda: list(self._store.iterkeys())) or ():
+        batches = [key for key in self._safely("restore", lambda: list(self._store.iterkeys())) or ()
+                   if isinstance(key, str) and key.startswith(_BATCH)]  # completions are read on a hit only
+        for key in batches:
             found = self._safely("restore", self._store.get, key, expire_time=True)
             if not found or found[1] is None or found[1] <= now:
                 continue
-            if isinstance(key, str) and key.startswith(_BATCH) and isinstance(found[0], bytes):
-                for digest, expires in _ANSWERED.iter_unpack(found[0]):
-                    if expires > now:
-                        yield digest.hex(), expires
-            else:
-                yield key, found[1]
+            for digest, expires in _ANSWERED.iter_unpack(found[0] if isinstance(found[0], bytes) else b""):
+                if expires > now:
+                    yield digest.hex(), expires
 
     def clear(self) -> int:
         """Drop every saved prompt; returns how many."""
@@ -103,36 +103,36 @@ class SavedPrompts:
     def start(self) -> None:
         """Start the writer thread (in each serving process: threads do not survive a fork)."""
         if self._writer is None:
+            self._stopping.clear()
             self._writer = threading.Thread(target=self._write_forever, name="prompt-cache-writer", daemon=True)
             self._writer.start()
 
     def stop(self) -> None:
         """Write what is queued, then stop the writer."""
         if self._writer is not None:
-            self._queue.put(_STOP)
+            self._stopping.set()
             self._writer.join()
             self._writer = None
 
     def _write_forever(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + SAVE_INTERVAL
-            while batch[-1] is not _STOP and (left := deadline - time.monotonic()) > 0:
-                try:
-                    batch.append(self._queue.get(timeout=left))
-                except queue.Empty:
-                    break
-            stopping = batch[-1] is _STOP
-            self._write([entry for entry in batch if entry is not _STOP])
-            if stopping:
-                return
+        # Wakes once an interval, never per request: a request's only cost is the queue put.
+        while not self._stopping.wait(SAVE_INTERVAL):
+            self._write(self._drain())
+        self._write(self._drain())
+
+    def _drain(self) -> list:
+        batch = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._queue.get_nowait())
+        return batch
 
     def _write(self, batch: list) -> None:
         if not batch:
             return
         now = time.time()
 
-        answered = [(key, expires) for key, completion, expires, _ in batch if completion is None]
+        answered = [(key, expires) for key, _, expires, _ in batch]
 
         def write_all() -> bool:
             with self._store.transact():
