@@ -4,7 +4,6 @@ process, and a restart (clean or kill -9) keeps what was saved. Real diskcache, 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import threading

@@ -7,7 +7,7 @@ from enum import Enum
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig, OmegaConf  # noqa: F401
+from omegaconf import DictConfig, OmegaConf
 
 from declarative_miner.config import CONF_DIR, RECIPES_DIR, compose, recipes
 from declarative_miner.miner import Miner

@@ -81,3 +81,21 @@ def test_a_rate_limit_is_one_budget_across_machines(make_miner, client_for, redi
         replies = [clients[i % 2].prompt([f"machine budget {i}"]) for i in range(4)]
     assert [r.status for r in replies] == [200, 200, 429, 429]
     assert replies[2].reason == "more than 2 requests in 60 s; retry in 30 s"
+
+
+def test_the_prompt_cache_is_one_across_machines_in_redis(make_miner, client_for, redis_url):
+    """Two miners, each with its own disk, behind one Redis: a duplicate is a duplicate anywhere,
+    `reuse` answers from the other machine's completion, and cache.clear empties Redis."""
+    url, _ = redis_url
+    with make_miner(f"axon.replay_store={url}", "cache.directory=${home}/a") as first, \
+            make_miner(f"axon.replay_store={url}", "cache.directory=${home}/b") as second:
+        assert client_for(first).prompt(["asked of two machines"]).status == 200
+        assert client_for(second).prompt(["asked of two machines"]).status == 409
+    with make_miner(f"axon.replay_store={url}", "cache.on_hit=reuse", "prompt._target_=tests.prompts.counting",
+                    "cache.directory=${home}/c") as first, \
+            make_miner(f"axon.replay_store={url}", "cache.on_hit=reuse", "prompt._target_=tests.prompts.counting",
+                       "cache.directory=${home}/d") as second:
+        answered = client_for(first).prompt(["reused across machines"]).completion
+        assert client_for(second).prompt(["reused across machines"]).completion == answered
+    with make_miner(f"axon.replay_store={url}", "cache.clear=true", "cache.directory=${home}/e") as cleared:
+        assert client_for(cleared).prompt(["asked of two machines"]).status == 200
