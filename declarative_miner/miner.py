@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
 import sys
@@ -19,14 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
 from .answers import as_prompt_failure, chunks_of, completion_of, in_thread
-from .cache import LocalStore, PromptCache, RedisStore
+from .cache import PromptCache, answerer, open_store
 from .chain.network import connect, open_miner_wallet
 from .chain.live import LiveChain
 from .chain.metagraph import Metagraph
 from .checks import Problems, check
 from .config import compose, to_settings
 from .imports import build
-from .policies.blacklist import RULES, Blacklist
+from .policies.blacklist import build_blacklist
 from .policies.cells import open_cells
 from .policies.priority import STRATEGIES
 from .prompts.usage import Usage
@@ -34,7 +33,7 @@ from .protocol import Prompting
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
-from .server.replay import open_store, shared_state
+from .server.replay import open_store as open_nonce_store
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .server.threads import DaemonThreadPool
@@ -76,7 +75,7 @@ class Miner:
         if self.wallet is not None and not problems.found:  # never dial a chain on a bad config
             self._sync, self.chain = problems.attempt(
                 lambda: connect(s, self.hotkey, subtensor, stand_in=bool(self.not_created))) or (None, None)
-        self._blacklist = problems.attempt(lambda: self._build_blacklist(s.blacklist.rules))
+        self._blacklist = problems.attempt(lambda: build_blacklist(s.blacklist.rules))
         self._priority = problems.attempt(lambda: build(
             s.priority.strategy, s.priority.params, "priority.strategy", aliases=STRATEGIES))
         target = s.prompt.get("_target_", "")
@@ -84,8 +83,13 @@ class Miner:
             target, {k: v for k, v in s.prompt.items() if k != "_target_"}, "prompt._target_"))
         problems.raise_if_any()
         log.info("Instantiating prompt <%s>", target)
-        self.cache = PromptCache(s.cache.ttl, s.cache.on_hit.value, s.cache.scope, self._cache_namespace(),
-                                 self._cache_store() if s.cache.ttl > 0 else None)
+        own_prompt = None if type(self).prompt is Miner.prompt else f"{type(self).__module__}.{type(self).__qualname__}"
+        self.cache = PromptCache(s.cache.ttl, s.cache.on_hit.value, s.cache.scope,
+                                 s.cache.namespace or answerer(s.prompt, own_prompt), open_store(
+                                     s.axon.replay_store, s.axon.workers, capacity=s.cache.max_entries,
+                                     directory=str(Path(s.cache.directory).expanduser()), size_limit=s.cache.size_limit,
+                                     sync_writes=s.cache.sync_writes, lease=s.axon.request_timeout + 1)
+                                 if s.cache.ttl > 0 else None)
         self._executor = DaemonThreadPool(s.axon.max_concurrency, "prompt")
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -93,36 +97,6 @@ class Miner:
         self._budgets = open_cells(s.axon.replay_store, s.axon.workers, s.home) if self._blacklist.shareable else None
         for rule in self._blacklist.shareable if self._budgets is not None else ():
             rule.share(self._budgets)  # rate limits are one budget across workers (and machines)
-
-    def _cache_namespace(self) -> str:
-        """Who answers, as the cache keys name it: `cache.namespace`, or the prompt's config (and a
-        subclass's own `prompt`), so that two recipes never share an answer."""
-        if self.settings.cache.namespace:
-            return self.settings.cache.namespace
-        answerer = dict(self.settings.prompt)
-        if type(self).prompt is not Miner.prompt:
-            answerer["prompt"] = f"{type(self).__module__}.{type(self).__qualname__}.prompt"
-        return json.dumps(answerer, sort_keys=True, default=str)
-
-    def _cache_store(self):
-        s = self.settings
-        if shared_state(s.axon.replay_store, s.axon.workers) == "redis":  # machines share it as they share nonces
-            return RedisStore(s.axon.replay_store, lease=s.axon.request_timeout + 1)
-        return LocalStore(s.cache.max_entries, str(Path(s.cache.directory).expanduser()), s.cache.size_limit,
-                          s.cache.sync_writes)
-
-    @staticmethod
-    def _build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
-        built, problems = [], Problems()
-        for name, options in rules.items():
-            options = dict(options or {})
-            target = options.pop("_target_", name)
-            rule = problems.attempt(lambda: build(target, options, f"blacklist.rules.{name}", aliases=RULES))
-            if rule is not None:
-                log.info("Instantiating blacklist rule %s <%s>", name, RULES.get(target, target))
-                built.append((name, rule))
-        problems.raise_if_any()
-        return Blacklist(built)
 
     # -- the seed's API -------------------------------------------------------------------
 
@@ -328,7 +302,7 @@ class Miner:
         a = self.settings.axon
         if self._nonces is not None:
             self._nonces.close()
-        self._nonces = open_store(a.replay_store, a.workers, self.settings.home,
+        self._nonces = open_nonce_store(a.replay_store, a.workers, self.settings.home,
                                   max_age=a.max_age, allowed_skew=a.allowed_skew)
         return self._nonces
 
@@ -397,8 +371,7 @@ class Miner:
         """What would run, one line per part (printed by `mode=validate`)."""
         s = self.settings
         rules = " -> ".join(name for name, _ in self._blacklist.rules) or "none (open)"
-        cache = (f"ttl {s.cache.ttl:g} s, on_hit={s.cache.on_hit.value}, scope={s.cache.scope}, "
-                 f"{'Redis' if shared_state(s.axon.replay_store, s.axon.workers) == 'redis' else s.cache.directory}; "
+        cache = (f"ttl {s.cache.ttl:g} s, on_hit={s.cache.on_hit.value}, scope={s.cache.scope}, {self.cache.where}; "
                  f"keyed by request, inputs and {self.cache.namespace}" if s.cache.ttl else "off")
         return "\n".join([
             f"network    {s.network.name} (netuid {s.network.netuid}): {len(self.metagraph)} neurons",

@@ -24,6 +24,13 @@ CULL_INTERVAL = 30.0  # seconds between sweeps of expired entries on disk
 RECENT = 4096  # completions this process keeps in memory under `reuse`
 
 
+def answerer(prompt: Mapping[str, Any], own_prompt: Optional[str] = None) -> str:
+    """Who answers, as a key names it by default: the `prompt` config (`_target_` and every
+    argument), and the class whose own `prompt` method overrides it, if any."""
+    named = {**prompt, "prompt": f"{own_prompt}.prompt"} if own_prompt else dict(prompt)
+    return json.dumps(named, sort_keys=True, default=str)
+
+
 class PromptCache:
     """Remembers requests for `ttl` seconds (0: off).
 
@@ -49,6 +56,11 @@ class PromptCache:
         """sha256 of who answers, what was asked and (scope `caller`) by whom."""
         asked = [self.namespace, request_type, inputs, caller if self.scope == "caller" else None]
         return hashlib.sha256(json.dumps(asked, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def where(self) -> str:
+        """Where entries live: the cache directory, or Redis."""
+        return self._store.where if self._store is not None else "nowhere (off)"
 
     @property
     def unsaved(self) -> int:
@@ -77,7 +89,7 @@ class PromptCache:
                 return await asyncio.shield(self._computing[key])
             if (cached := self._remembered(key)) is not None:
                 return cached
-            state = self._store.claim(key, time.time(), time.time() + self.ttl)
+            state = self._claim(key)
             if state == NEW:
                 return await self._coalesced(key, compute)
             if state == ANSWERED:
@@ -100,7 +112,7 @@ class PromptCache:
                 yield cached
                 return
             else:
-                state = self._store.claim(key, time.time(), time.time() + self.ttl)
+                state = self._claim(key)
                 if state == ANSWERED and (cached := await self._read(key)) is not None:
                     yield cached
                     return
@@ -118,8 +130,12 @@ class PromptCache:
         if owned:
             self._remember(key, "".join(chunks))
 
+    def _claim(self, key: str) -> str:
+        now = time.time()
+        return self._store.claim(key, now, now + self.ttl)
+
     def _claim_or_refuse(self, key: str) -> None:
-        if self._store.claim(key, time.time(), time.time() + self.ttl) != NEW:
+        if self._claim(key) != NEW:
             raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
 
     def _remembered(self, key: str) -> Optional[str]:

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..errors import Unavailable
+from ..redis_link import RedisLink
+from ..server.replay import shared_state
 from .saved import SavedPrompts
 from .table import ANSWERED, COMPUTING, NEW, ClaimTable
 
-__all__ = ["ANSWERED", "COMPUTING", "NEW", "LocalStore", "RedisStore"]
+__all__ = ["ANSWERED", "COMPUTING", "NEW", "LocalStore", "RedisStore", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ class LocalStore:
 
     def __init__(self, capacity: int, directory: str, size_limit: int, sync_writes: bool):
         self.table = ClaimTable(capacity)
-        self._where = (directory, size_limit, sync_writes)
+        self.where = directory  # what the miner's summary names
+        self._disk = (directory, size_limit, sync_writes)
         self.saved: Optional[SavedPrompts] = None
         self._owner: Optional[int] = None  # a file descriptor holding the directory's lock
 
@@ -37,10 +39,10 @@ class LocalStore:
         (restored, cleared)."""
         if self.saved is not None:
             return 0, 0
-        self.saved = SavedPrompts(*self._where)
+        self.saved = SavedPrompts(*self._disk)
         if self._owner is not None:
             return 0, 0  # a worker reopening after the fork: the parent restored the table
-        self._own(Path(self._where[0]) / "owner.lock")
+        self._own(Path(self.where) / "owner.lock")
         cleared = self.saved.clear() if clear else 0
         restored = 0
         for key, expires in self.saved.entries():
@@ -59,7 +61,7 @@ class LocalStore:
             log.warning("another miner (pid %s) uses the prompt cache in %s: a prompt asked of both is a duplicate "
                         "only after a restart. Serve one hotkey from one miner with axon.workers=N (or share "
                         "axon.replay_store=redis://...), or give each miner its own cache.directory",
-                        other, self._where[0])
+                        other, self.where)
             return
         except OSError:
             return  # an unwritable directory: SavedPrompts has said so
@@ -77,7 +79,10 @@ class LocalStore:
             return
 
         def shared(saved: bool) -> None:  # others may read it now, or (disk failing) compute it themselves
-            self.table.settle(key, expires) if saved else self.table.release(key)
+            if saved:
+                self.table.settle(key, expires)
+            else:
+                self.table.release(key)
 
         self.saved.save(key, completion, expires, then=shared)
 
@@ -120,43 +125,36 @@ class RedisStore:
     """Claims and answers in Redis. A claim is leased for `lease` seconds (the longest a prompt may
     run), so the claims of a machine that died lapse then. Unreachable Redis is a 503."""
 
-    saved = None
-    unsaved = 0
+    unsaved = 0  # nothing waits for a disk
+    where = "Redis"
 
     def __init__(self, url: str, lease: float):
-        import redis
-
-        self._redis, self._errors = redis.Redis.from_url(url, socket_timeout=2), redis.RedisError
+        self._redis = RedisLink(url, "the prompt cache's Redis")
         self._lease_ms = int(lease * 1000) + 1
 
     def open(self, clear: bool) -> tuple[int, int]:
-        cleared = 0
+        redis, cleared = self._redis.client, 0
         if clear:
-            keys = list(self._call(self._redis.scan_iter, match="dm:cache:*", count=1000))
-            cleared = self._call(self._redis.delete, *keys) if keys else 0
+            keys = list(self._redis.call(redis.scan_iter, match="dm:cache:*", count=1000))
+            cleared = self._redis.call(redis.delete, *keys) if keys else 0
         return 0, cleared
 
     def claim(self, key: str, now: float, expires: float) -> str:
-        if self._call(self._redis.set, f"dm:cache:{key}", _PENDING, nx=True, px=self._lease_ms):
+        redis = self._redis.client
+        if self._redis.call(redis.set, f"dm:cache:{key}", _PENDING, nx=True, px=self._lease_ms):
             return NEW
-        return COMPUTING if self._call(self._redis.get, f"dm:cache:{key}") == _PENDING else ANSWERED
+        return COMPUTING if self._redis.call(redis.get, f"dm:cache:{key}") == _PENDING else ANSWERED
 
     def answered(self, key: str, completion: Optional[str], expires: float) -> None:
         ttl_ms = max(1, int((expires - time.time()) * 1000))
-        self._call(self._redis.set, f"dm:cache:{key}", (completion or "").encode(), px=ttl_ms)
+        self._redis.call(self._redis.client.set, f"dm:cache:{key}", (completion or "").encode(), px=ttl_ms)
 
     def release(self, key: str) -> None:
-        self._call(self._redis.delete, f"dm:cache:{key}")
+        self._redis.call(self._redis.client.delete, f"dm:cache:{key}")
 
     def read(self, key: str) -> Optional[str]:
-        found = self._call(self._redis.get, f"dm:cache:{key}")
+        found = self._redis.call(self._redis.client.get, f"dm:cache:{key}")
         return None if found is None or found == _PENDING else found.decode()
-
-    def _call(self, operation, *args, **kwargs):
-        try:
-            return operation(*args, **kwargs)
-        except self._errors as exc:
-            raise Unavailable(f"the prompt cache's Redis is unreachable ({type(exc).__name__}); try again") from None
 
     def start(self) -> None:
         pass
@@ -172,3 +170,12 @@ class RedisStore:
 
     def release_memory(self) -> None:
         self._redis.close()
+
+
+def open_store(replay_store: str, workers: int, *, capacity: int, directory: str, size_limit: int,
+               sync_writes: bool, lease: float):
+    """The store `axon.replay_store` implies: Redis when it names one (the machines behind one
+    hotkey share the cache as they share nonces), else this machine's."""
+    if shared_state(replay_store, workers) == "redis":
+        return RedisStore(replay_store, lease)
+    return LocalStore(capacity, directory, size_limit, sync_writes)

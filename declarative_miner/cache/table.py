@@ -11,8 +11,9 @@ import mmap
 import multiprocessing
 import os
 import struct
-from pathlib import Path
 from typing import Optional
+
+from ..processes import alive
 
 # One entry: 16 bytes of the key's digest, when it expires (wall clock, so restored entries
 # keep their time), the claiming process (0 once answered), and its state.
@@ -23,15 +24,6 @@ EMPTY, PENDING, DONE = 0, 1, 2
 NEW = "new"  # the caller now owns the prompt
 ANSWERED = "answered"  # answered within the ttl
 COMPUTING = "computing"  # being answered now, by a live process (this one included)
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 class ClaimTable:
@@ -71,7 +63,10 @@ class ClaimTable:
 
     def settle(self, key: str, expires: float) -> None:
         """Mark `key` answered until `expires`."""
-        self._put(key, expires, DONE)
+        digest = bytes.fromhex(key[:32])
+        with self._lock:
+            offset, slot, _, _ = self._find(digest, 0.0)
+            self._write(offset, slot, digest, expires, 0, DONE)
 
     def release(self, key: str) -> None:
         """Forget `key` (its prompt failed: asking again is no duplicate)."""
@@ -80,12 +75,6 @@ class ClaimTable:
             offset, slot, state, _ = self._find(digest, 0.0)
             if state != EMPTY:
                 self._write(offset, slot, bytes(16), 0.0, 0, EMPTY)
-
-    def _put(self, key: str, expires: float, state: int) -> None:
-        digest = bytes.fromhex(key[:32])
-        with self._lock:
-            offset, slot, _, _ = self._find(digest, 0.0)
-            self._write(offset, slot, digest, expires, 0, state)
 
     def _find(self, digest: bytes, now: float) -> tuple[int, int, int, int]:
         """(bucket offset, slot, state, owner) of `digest`, or of the slot it would take."""

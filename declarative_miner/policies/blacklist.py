@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..chain.metagraph import Metagraph
+from ..checks import Problems
+from ..imports import build
 from ..protocol import Prompting
 from .lists import HotkeyList
 
@@ -164,3 +166,18 @@ class Blacklist:
     def admits_non_validators(self) -> bool:
         """True when no rule restricts callers to validators (worth a warning at start-up)."""
         return not any(getattr(rule, "admits_only_validators", False) for _, rule in self.rules)
+
+
+def build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
+    """The `Blacklist` of `blacklist.rules`, in order: each rule a short name of RULES or a
+    `_target_`, with its options. Raises `ConfigError` naming every rule that cannot be built."""
+    built, problems = [], Problems()
+    for name, options in rules.items():
+        options = dict(options or {})
+        target = options.pop("_target_", name)
+        rule = problems.attempt(lambda: build(target, options, f"blacklist.rules.{name}", aliases=RULES))
+        if rule is not None:
+            log.info("Instantiating blacklist rule %s <%s>", name, RULES.get(target, target))
+            built.append((name, rule))
+    problems.raise_if_any()
+    return Blacklist(built)

@@ -16,8 +16,8 @@ from typing import Optional
 
 import diskcache
 
-from ..errors import Unavailable
 from ..files import private_dir
+from ..redis_link import RedisLink
 from ..server.replay import shared_state
 
 
@@ -94,16 +94,11 @@ class RedisCells:
     """Shared by several machines behind one hotkey. Unreachable Redis fails closed (503)."""
 
     def __init__(self, url: str):
-        import redis
-
-        self._redis, self._errors = redis.Redis.from_url(url, socket_timeout=2), redis.RedisError
-        self._gcra = self._redis.register_script(_GCRA)
+        self._redis = RedisLink(url, "the rate-limit store")
+        self._gcra = self._redis.client.register_script(_GCRA)
 
     def admit(self, key: str, interval: float, tolerance: float) -> float:
-        try:
-            return float(self._gcra(keys=[f"dm:rate:{key}"], args=[interval, tolerance]))
-        except self._errors as exc:
-            raise Unavailable(f"the rate-limit store is unreachable ({type(exc).__name__}); try again") from None
+        return float(self._redis.call(self._gcra, keys=[f"dm:rate:{key}"], args=[interval, tolerance]))
 
     def close(self) -> None:
         self._redis.close()

@@ -25,8 +25,10 @@ from typing import Optional
 
 import diskcache
 
-from ..errors import NotAuthenticated, Unavailable
+from ..errors import NotAuthenticated
 from ..files import private_dir, write_private
+from ..processes import alive
+from ..redis_link import RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class MemoryNonceStore:
     def _restore(self, path: Path, allowed_skew: float) -> None:
         private_dir(path.parent)
         marker = path.with_suffix(".running")
-        if marker.exists() and not _alive(marker.read_text()):
+        if marker.exists() and not alive(marker.read_text().strip()):
             last_beat = marker.stat().st_mtime + HEARTBEAT + allowed_skew
             self.fence_ns = max(time.time_ns(), int(last_beat * 1e9))
             log.warning("the previous run did not stop cleanly: requests signed before %s are refused "
@@ -136,30 +138,15 @@ class RedisNonceStore:
     fence_ns = 0
 
     def __init__(self, url: str, retention: float):
-        import redis
-
         self.retention, self._expire = retention, int(retention) + 1
-        self._redis, self._errors = redis.Redis.from_url(url, socket_timeout=2), redis.RedisError
+        self._redis = RedisLink(url, "the replay store")
 
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        try:
-            return bool(self._redis.set(f"dm:nonce:{hotkey_ss58}:{nonce_ns}", 1, nx=True, ex=self._expire))
-        except self._errors as exc:
-            raise Unavailable(f"the replay store is unreachable ({type(exc).__name__}); try again") from None
+        return bool(self._redis.call(self._redis.client.set, f"dm:nonce:{hotkey_ss58}:{nonce_ns}", 1, nx=True,
+                                     ex=self._expire))
 
     def close(self) -> None:
         self._redis.close()
-
-
-def _alive(pid: str) -> bool:
-    """Whether the process that wrote a `.running` marker still runs (another miner on this home)."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def shared_state(setting: str, workers: int) -> str:
