@@ -22,7 +22,7 @@ from bittensor.sp_core import ss58_encode
 from declarative_miner.chain.metagraph import Metagraph, Neuron
 from declarative_miner.config import compose, to_settings
 from declarative_miner.imports import build
-from declarative_miner.miner import Miner
+from declarative_miner.policies.blacklist import build_blacklist
 from declarative_miner.policies.priority import STRATEGIES
 from declarative_miner.protocol import Prompting, TerminalInfo
 from declarative_miner.server.scheduler import Scheduler
@@ -42,7 +42,7 @@ def metagraph(size: int) -> Metagraph:
 def policy_cost(size: int, calls: int) -> float:
     """Nanoseconds per request for blacklist + priority, the best of five runs."""
     settings = to_settings(compose())
-    blacklist = Miner._build_blacklist(settings.blacklist.rules)
+    blacklist = build_blacklist(settings.blacklist.rules)
     priority = build(settings.priority.strategy, settings.priority.params, "priority", aliases=STRATEGIES)
     graph = metagraph(size)
     # Callers: validators, non-validators and strangers, as a public endpoint sees them.
