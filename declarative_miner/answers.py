@@ -74,3 +74,18 @@ async def completion_of(result: Any, executor: Executor) -> str:
         return "".join(map(_text, await in_thread(executor, list, result)))
     async with contextlib.aclosing(chunks_of(result, executor)) as chunks:
         return "".join([chunk async for chunk in chunks])
+
+
+def outputs_of(result: Any, synapse: Any, request: Any) -> dict[str, Any]:
+    """The outputs an answer gave: the filled request, a mapping of output fields, or (for a type
+    with one output) the value itself; each checked against its declared type."""
+    if result is request:
+        outputs = synapse.outputs_of(request)
+    elif isinstance(result, dict):
+        outputs = result
+    elif len(synapse.outputs) == 1:
+        outputs = {next(iter(synapse.outputs)): result}
+    else:
+        raise PromptFailed(f"{synapse.name}'s answer returned {type(result).__name__}; expected the request, "
+                           f"or a mapping of {', '.join(synapse.outputs)}")
+    return synapse.check_outputs(outputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .config import ConfigError, ConfigProblem
+from .errors import ConfigError, ConfigProblem
 from .schema import MinerConfig
 from .server.replay import REDIS_SCHEMES
 

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from . import config
-from .config import ConfigError
+from .errors import ConfigError
 from .files import PRIVATE_UMASK
 from .schema import Mode
 

@@ -169,7 +169,7 @@ def _reply(response: httpx.Response) -> Reply:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from .config import ConfigError
+    from .errors import ConfigError
     from .wallet import open_wallet
 
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from . import schema
+from .errors import ConfigError, ConfigProblem
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -32,25 +32,6 @@ def _shipped(name: str) -> Path:
 CONF_DIR = _shipped("conf")
 RECIPES_DIR = _shipped("recipes")
 PRIMARY = "miner"
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One thing wrong with a config: the full key and what is wrong with it."""
-
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
-
-
-class ConfigError(Exception):
-    """Every problem found in a config, reported together."""
-
-    def __init__(self, problems: Sequence[ConfigProblem]):
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 def recipes() -> list[str]:

@@ -1,6 +1,30 @@
-"""Why a request was not served: each error carries its HTTP status and a reason for the caller."""
+"""What went wrong, for whom: a config's problems (`ConfigError`), and why a request was not served
+(each `RequestError` carries its HTTP status and a reason for the caller). Imports nothing heavy, so
+the client can report either without loading Hydra."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a config: the full key and what is wrong with it."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, reported together."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 class RequestError(Exception):

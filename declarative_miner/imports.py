@@ -7,7 +7,7 @@ import importlib
 import inspect
 from typing import Any, Mapping
 
-from .config import ConfigError, ConfigProblem
+from .errors import ConfigError, ConfigProblem
 
 
 class MissingDependency(ImportError):

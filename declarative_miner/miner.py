@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import inspect
+import json
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ import bittensor as bt
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
-from .answers import as_prompt_failure, chunks_of, completion_of, in_thread
+from .answers import as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
 from .cache import PromptCache, answerer, open_store
 from .chain.network import connect, open_miner_wallet
 from .chain.live import LiveChain
@@ -30,6 +31,7 @@ from .policies.cells import open_cells
 from .policies.priority import STRATEGIES
 from .prompts.usage import Usage
 from .protocol import Prompting
+from .synapses import Synapse, build_synapses
 from .server.app import Limits, MinerApp
 from .server.auth import BtAuth
 from .server.metrics import Metrics
@@ -81,6 +83,7 @@ class Miner:
         target = s.prompt.get("_target_", "")
         self._prompt_fn = problems.attempt(lambda: build(
             target, {k: v for k, v in s.prompt.items() if k != "_target_"}, "prompt._target_"))
+        self.synapses = problems.attempt(lambda: build_synapses(s.synapses))
         problems.raise_if_any()
         log.info("Instantiating prompt <%s>", target)
         own_prompt = None if type(self).prompt is Miner.prompt else f"{type(self).__module__}.{type(self).__qualname__}"
@@ -132,21 +135,41 @@ class Miner:
         synapse.completion = await self.cache.run(self._cache_key(synapse), answer)
         return synapse
 
-    async def _stream(self, synapse: Prompting) -> AsyncIterator[str]:
-        """`_prompt`, chunk by chunk as the prompt yields them; the cache sees the whole text."""
+    def _cache_key(self, synapse: Prompting) -> str:
+        return self._key(self.synapses["Prompting"], synapse)
+
+    def _key(self, synapse: Synapse, request: Any) -> str:
+        return self.cache.key(synapse.answered_by, synapse.inputs_of(request), request.dendrite.hotkey)
+
+    async def _answer(self, synapse: Synapse, request: Any) -> Any:
+        """Fill `request`'s outputs as its type declares: `prompt` through `_prompt`, any other
+        callable through the cache too (its outputs kept as JSON)."""
+        if synapse.answer is None:
+            return await self._prompt(request)
+
+        async def answer() -> str:
+            with as_prompt_failure():
+                return json.dumps(outputs_of(await self._call(synapse.answer, request), synapse, request))
+
+        for name, value in json.loads(await self.cache.run(self._key(synapse, request), answer)).items():
+            setattr(request, name, value)
+        return request
+
+    async def _answer_stream(self, synapse: Synapse, request: Any) -> AsyncIterator[str]:
+        """`_answer`, chunk by chunk as the answer yields them (for a type that streams its one text
+        output); the cache sees the whole text."""
+        answer = self.prompt if synapse.answer is None else synapse.answer
+
         async def chunks() -> AsyncIterator[str]:
             with as_prompt_failure():
-                produced = chunks_of(await self._call(self.prompt, synapse), self._executor)
+                produced = chunks_of(await self._call(answer, request), self._executor)
                 async with contextlib.aclosing(produced):
                     async for chunk in produced:
                         yield chunk
 
-        async with contextlib.aclosing(self.cache.stream(self._cache_key(synapse), chunks)) as streamed:
+        async with contextlib.aclosing(self.cache.stream(self._key(synapse, request), chunks)) as streamed:
             async for chunk in streamed:
                 yield chunk
-
-    def _cache_key(self, synapse: Prompting) -> str:
-        return self.cache.key("Prompting", synapse.inputs(), synapse.dendrite.hotkey)
 
     async def prompt(self, synapse: Prompting) -> Any:
         """Answer `synapse` with the configured callable (`prompt._target_`).
@@ -336,8 +359,9 @@ class Miner:
                 metrics.gauge(f"miner_{count}", f"{count.replace('_', ' ').capitalize()} the model reported since start",
                               lambda count=count: usage.totals()[count])
         return MinerApp(
-            auth=auth, v10=V10Auth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew, nonce_store=nonces), blacklist=self.blacklist,
-            priority=self.priority, prompt=self._prompt, stream=self._stream,
+            auth=auth, v10=V10Auth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew, nonce_store=nonces),
+            synapses=self.synapses, blacklist=self.blacklist,
+            priority=self.priority, answer=self._answer, stream=self._answer_stream,
             health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count,
             scheduler=scheduler, metrics=metrics,
             limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue,
@@ -348,8 +372,8 @@ class Miner:
 
     async def _announce(self) -> None:
         a = self.settings.axon
-        log.info("Serving %s as %s on http://%s:%d (POST /Prompting, GET /health)",
-                 self.settings.prompt.get("_target_"), self.hotkey, a.ip, self.port)
+        log.info("Serving %s as %s on http://%s:%d (%s, GET /health)", self.settings.prompt.get("_target_"),
+                 self.hotkey, a.ip, self.port, ", ".join(f"POST {t.route}" for t in self.synapses.values()))
         if self.settings.network.name == "dev":
             log.info('Query it as the dev validator: %s -m declarative_miner.client "What is 2+2?" --port %d',
                      sys.executable, self.port)
@@ -383,6 +407,8 @@ class Miner:
             f"blacklist  {rules}",
             f"priority   {s.priority.strategy} {s.priority.params or ''}".rstrip(),
             f"cache      {cache}",
+            "synapses   " + ", ".join(f"{name}{' (streamed)' if t.stream else ''} <- {t.answered_by}"
+                                      for name, t in self.synapses.items()) + ", and the v10 ping /Synapse",
             f"prompt     {s.prompt.get('_target_')}" + (f": {self._prompt_fn!r}" if self.usage else ""),
         ])
 

@@ -1,4 +1,4 @@
-"""The request type the miner serves, and how a request body becomes one."""
+"""The seed's request type, `Prompting`, and the caller's identity every request carries."""
 
 from __future__ import annotations
 
@@ -38,30 +38,12 @@ class Prompting:
             chat.insert(0, {"role": "system", "content": system_prompt})
         return chat
 
-    def inputs(self) -> dict:
-        """The fields a caller fills: what was asked."""
-        return {"roles": self.roles, "messages": self.messages}
-
-    def to_json(self) -> dict:
-        return {"roles": self.roles, "messages": self.messages, "completion": self.completion}
-
-
-def _string_list(body: dict, key: str) -> list[str]:
-    value = body.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise MalformedBody(f"'{key}' must be a list of strings")
-    for item in value:
-        if not item.isascii():
-            _require_unicode(item, key)
-    return value
-
-
-def _require_unicode(text: str, key: str) -> None:
-    # JSON may escape lone surrogates ("\ud800"): valid JSON, but not text anything can encode.
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise MalformedBody(f"'{key}' holds a lone surrogate, which is not valid Unicode text") from None
+    def check(self) -> None:
+        """What the declared field types cannot say: a chat is roles paired with messages."""
+        if not self.messages:
+            raise MalformedBody("'messages' must hold at least one message")
+        if len(self.roles) != len(self.messages):
+            raise MalformedBody(f"'roles' has {len(self.roles)} entries but 'messages' has {len(self.messages)}")
 
 
 def decode_json(raw: bytes) -> dict:
@@ -72,15 +54,5 @@ def decode_json(raw: bytes) -> dict:
         # UnicodeDecodeError is a ValueError: non-UTF-8 bodies land here too.
         raise MalformedBody(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise MalformedBody("body must be a JSON object with 'roles' and 'messages'")
+        raise MalformedBody("body must be a JSON object of the request's fields")
     return body
-
-
-def prompting_from(body: dict, caller: TerminalInfo) -> Prompting:
-    """Build a `Prompting` from a decoded body, or raise `MalformedBody` saying what is wrong."""
-    roles, messages = _string_list(body, "roles"), _string_list(body, "messages")
-    if not messages:
-        raise MalformedBody("'messages' must hold at least one message")
-    if len(roles) != len(messages):
-        raise MalformedBody(f"'roles' has {len(roles)} entries but 'messages' has {len(messages)}")
-    return Prompting(roles=roles, messages=messages, dendrite=caller)

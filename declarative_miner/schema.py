@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -89,6 +89,17 @@ class CacheConfig:
 
 
 @dataclass
+class SynapseConfig:
+    # One request type, answered on POST /<its name> (see declarative_miner/synapses.py).
+    inputs: Dict[str, Any] = field(default_factory=dict)  # field -> type (str, int, float, bool, list[T], dict[str, T], optional[T]) or {type, default}
+    outputs: Dict[str, str] = field(default_factory=dict)  # field -> type: what the answer fills
+    hash_fields: List[str] = field(default_factory=list)  # inputs a v10 body hash covers (the synapse's required_hash_fields)
+    stream: bool = False  # send the answer as it is produced (one str output)
+    answer: Any = "prompt"  # prompt (the prompt group, through Miner.prompt) or {_target_: import path, ...arguments}
+    request_class: Optional[str] = None  # import path of the dataclass a request is made as; null: one made from the fields
+
+
+@dataclass
 class EvalConfig:
     dataset: Optional[str] = None  # a .jsonl of {"messages", "roles"?, "reference"?} lines; null: the built-in set
     concurrency: int = 4  # requests in flight at once, as several validators would send them
@@ -109,6 +120,9 @@ class MinerConfig:
     blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
     priority: PriorityConfig = field(default_factory=PriorityConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    # Values are SynapseConfig's keys, checked by synapses.build_synapses: kept Any so that a type can
+    # be added from the command line (+synapses.Dummy.inputs.x=int) as well as from YAML.
+    synapses: Dict[str, Any] = field(default_factory=dict)  # the request types answered, by name
     prompt: Dict[str, Any] = field(default_factory=dict)  # _target_ and keyword arguments of the prompt
     eval: EvalConfig = field(default_factory=EvalConfig)  # mode=eval only
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import bittensor as bt
 
-from .config import ConfigError, ConfigProblem
+from .errors import ConfigError, ConfigProblem
 
 
 def open_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:

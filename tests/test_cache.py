@@ -61,7 +61,7 @@ def test_scope_caller_counts_duplicates_per_validator(make_miner, client_for):
 
 
 def test_a_bad_scope_is_a_config_error(make_miner):
-    from declarative_miner.config import ConfigError
+    from declarative_miner.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"cache.scope: .*got everyone; expected global or caller"):
         make_miner("cache.scope=everyone")

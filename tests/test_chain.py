@@ -7,7 +7,8 @@ import logging
 import bittensor as bt
 import pytest
 
-from declarative_miner.config import ConfigError, compose
+from declarative_miner.config import compose
+from declarative_miner.errors import ConfigError
 from declarative_miner.miner import Miner
 
 from .conftest import wait_until

@@ -73,13 +73,13 @@ def test_every_group_option_composes_sets_its_keys_and_builds(group, option, hom
 def test_every_recipe_sets_what_its_file_says(recipe, home):
     cfg = compose([f"home={home}", f"+recipe={recipe}"])
     assert_sets_what_its_file_says(cfg, RECIPES_DIR / f"{recipe}.yaml", "")
-    override = next(d for d in OmegaConf.load(RECIPES_DIR / f"{recipe}.yaml").defaults if "override /prompt" in d)
-    chosen = override["override /prompt"]
+    defaults = OmegaConf.load(RECIPES_DIR / f"{recipe}.yaml").get("defaults", [])
+    chosen = next((d["override /prompt"] for d in defaults if "override /prompt" in d), "echo")
     assert cfg.prompt._target_ == OmegaConf.load(CONF_DIR / "prompt" / f"{chosen}.yaml")._target_
 
 
 def test_a_sweep_over_every_buildable_recipe_validates_every_job(tmp_path, home):
-    buildable = [r for r in recipes() if r == "echo"]  # llama and openai need a model or its server
+    buildable = [r for r in recipes() if r not in ("llama", "openai")]  # those need a model or its server
     result = run_cli("-m", f"home={home}", "mode=validate", f"+recipe={','.join(buildable)}",
                      "blacklist=glob(*)", "priority=glob(*)", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

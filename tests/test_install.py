@@ -30,8 +30,9 @@ def test_the_wheel_carries_conf_and_recipes(installed):
     package = installed / "declarative_miner"
     assert (package / "conf" / "miner.yaml").is_file()
     assert (package / "recipes" / "echo.yaml").is_file()
-    assert {path.stem for path in (package / "recipes").glob("*.yaml")} == {"echo", "llama", "openai"}
+    assert {path.stem for path in (package / "recipes").glob("*.yaml")} == {"echo", "llama", "openai", "template_dummy"}
     assert (package / "conf" / "search" / "optuna.yaml").is_file()
+    assert (package / "conf" / "synapses" / "prompting.yaml").is_file()
     assert (package / "data" / "prompts.jsonl").is_file()  # mode=eval's built-in dataset
 
 

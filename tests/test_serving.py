@@ -130,7 +130,8 @@ def test_a_replayed_request_is_a_401(make_miner, client_for):
     (b"{not json", "body is not valid JSON"),
     (b"\xff\xfe", "body is not valid JSON"),
     (b"[1, 2]", "body must be a JSON object"),
-    (b'{"roles": ["user"], "messages": [1]}', "'messages' must be a list of strings"),
+    (b'{"roles": ["user"], "messages": [1]}', "'messages.0': input should be a valid string; 'messages' is list[str]"),
+    (b'{"roles": ["user"]}', "'messages': field required; 'messages' is list[str]"),
     (b'{"roles": [], "messages": ["a"]}', "'roles' has 0 entries but 'messages' has 1"),
 ])
 def test_a_malformed_body_is_a_422_with_the_reason(make_miner, client_for, body, reason):
@@ -244,7 +245,7 @@ def test_a_with_block_releases_its_port_for_the_next(make_miner, client_for):
 
 
 def test_a_taken_port_is_a_config_error_naming_axon_port(make_miner):
-    from declarative_miner.config import ConfigError
+    from declarative_miner.errors import ConfigError
 
     with make_miner() as first:
         with pytest.raises(ConfigError, match="axon.port: cannot listen on 127.0.0.1"):

@@ -36,3 +36,28 @@ def test_a_real_v10_dendrite_from_a_non_validator_is_told_why(v10_python, make_m
     assert seen["plain"]["is_success"] is False
     assert seen["plain"]["status_code"] == 403
     assert seen["plain"]["status_message"] == "blacklisted: registered: hotkey is not registered on netuid 1"
+
+
+def test_a_template_dummy_declared_in_yaml_is_answered_to_a_real_dendrite_and_its_ping_gets_200(
+        v10_python, make_miner, wallets_dir):
+    """The subnet template's `Dummy` and `ping_uids`, from a Dendrite that never heard of this project."""
+    with make_miner("+recipe=template_dummy") as miner:
+        seen = dendrite(v10_python, miner, wallets_dir, "dev-validator", "dummy", "ping", "plain")
+    assert seen["dummy"]["outputs"] == [42]
+    assert seen["ping"] == {"scenario": "ping", "status_codes": [200], "status_messages": ["Success"]}
+    assert seen["plain"]["completion"] == "hello from v10"  # the seed's Prompting is still answered beside it
+
+
+def test_a_ping_from_a_stranger_is_verified_but_not_blacklisted(v10_python, make_miner, wallets_dir):
+    """As on a stock Axon: the ping passes signature and replay checks, not the blacklist."""
+    with make_miner() as miner:
+        seen = dendrite(v10_python, miner, wallets_dir, "stranger", "ping", "plain")
+    assert seen["ping"]["status_codes"] == [200]
+    assert seen["plain"]["status_code"] == 403
+
+
+def test_a_burst_of_512_from_one_dendrite_is_all_served(v10_python, make_miner, wallets_dir):
+    """Its pool delivers requests out of nonce order; every one not seen before is served."""
+    with make_miner() as miner:  # the defaults: the Dendrite's pool keeps 100 in flight, under every guard
+        seen = dendrite(v10_python, miner, wallets_dir, "dev-validator", "burst:512")
+    assert seen["burst:512"] == {"scenario": "burst:512", "served": 512, "refused": {}}

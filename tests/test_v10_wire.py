@@ -12,6 +12,7 @@ from declarative_miner.server.replay import MemoryNonceStore
 from declarative_miner.server.v10 import V10Auth, body_hash
 
 WIRE = Path(__file__).parent / "data" / "v10_wire"
+PROMPTING_HASH = ("messages",)  # the recorded synapse's required_hash_fields
 MINER, VALIDATOR = "5F4dcZYbDiSiU1yiUDCBjvxbfEo1f9PQwQqSa9wktzx7SYDr", "5DodD7WMgbyG9hqFdAkqkgqEBZJCDwhkg4ih8Sr6fvsZT9KJ"
 
 
@@ -27,7 +28,7 @@ class Verifier(V10Auth):
 
     def authenticate(self, headers, raw, *, method, path, ip):
         return super().authenticate(headers, raw, method=method, path=path, ip=ip,
-                                    early=self.before_body(headers, ip=ip))
+                                    early=self.before_body(headers, ip=ip), hash_fields=PROMPTING_HASH)
 
 
 def auth(at_seconds_after_nonce: float = 1.0, receiver: str = MINER, store=None) -> V10Auth:
@@ -41,7 +42,7 @@ def test_a_recorded_dendrite_request_verifies_and_yields_the_signed_caller():
     headers, raw = recorded()
     caller, body = auth().authenticate(headers, raw, method="POST", path="/Prompting", ip="127.0.0.1")
     assert (caller.hotkey, caller.ip) == (VALIDATOR, "127.0.0.1")
-    assert body_hash(body) == headers["computed_body_hash"]
+    assert body_hash(body, PROMPTING_HASH) == headers["computed_body_hash"]
 
 
 def test_a_replayed_recorded_request_is_refused():
@@ -54,7 +55,7 @@ def test_a_replayed_recorded_request_is_refused():
 
 @pytest.mark.parametrize("edit, reason", [
     (lambda h, b: (h, b.replace(b"hello wire", b"hello wirf")), "body hash mismatch"),
-    (lambda h, b: ({**h, "computed_body_hash": body_hash(json.loads(b.replace(b"hello wire", b"hello wirf")))},
+    (lambda h, b: ({**h, "computed_body_hash": body_hash(json.loads(b.replace(b"hello wire", b"hello wirf")), PROMPTING_HASH)},
                    b.replace(b"hello wire", b"hello wirf")), "signature mismatch"),
     (lambda h, b: ({**h, "bt_header_dendrite_signature": "0x" + "00" * 64}, b), "signature mismatch"),
     (lambda h, b: ({k: v for k, v in h.items() if k != "bt_header_dendrite_nonce"}, b), "missing header"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from bittensor.sp_core import Keypair
 
-from ..config import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
 from ..files import private_dir, write_private
 from ..wallet import create_wallet
 from .metagraph import Metagraph, Neuron

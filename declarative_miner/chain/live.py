@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import bittensor as bt
 
-from ..config import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
 from .metagraph import Metagraph, Neuron
 
 log = logging.getLogger(__name__)

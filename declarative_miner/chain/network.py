@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import bittensor as bt
 
-from ..config import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
 from ..schema import MinerConfig, Mode
 from ..wallet import open_wallet
 from . import dev

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
 
 BUILT_IN = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..chain import dev
 from ..client import MinerClient
-from ..config import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
 from ..imports import MissingDependency
 from ..miner import Miner
 from ..schema import EvalConfig

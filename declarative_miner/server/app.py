@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Optional, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, Sequence
 
 from ..errors import (
     BadRequest,
@@ -24,7 +24,8 @@ from ..errors import (
     RequestTimeout,
     Unavailable,
 )
-from ..protocol import Prompting, TerminalInfo, prompting_from
+from ..protocol import Prompting, TerminalInfo
+from ..synapses import Synapse
 from .auth import BtAuth
 from .metrics import CONTENT_TYPE, Metrics
 from .scheduler import Scheduler, Slot, current_slot
@@ -34,9 +35,8 @@ from .v10 import V10Auth
 
 log = logging.getLogger(__name__)
 
-PROMPT_ROUTE = "/Prompting"
-STREAM_ROUTE = "/StreamPrompting"
-ROUTES = (PROMPT_ROUTE, STREAM_ROUTE, "/health")
+PING_ROUTE = "/Synapse"  # v10's ping: every stock Axon answers it, and template validators call it
+HEALTH_ROUTE = "/health"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class Limits:
 
 
 class MinerApp:
-    """Serves `POST /Prompting` to btauth/1 callers and v10 Dendrites alike, and `GET /health`.
+    """Serves each declared request type (`POST /<name>`) to btauth/1 callers and v10 Dendrites
+    alike, v10's ping (`POST /Synapse`) and `GET /health`.
 
     A request carrying `bt_header_dendrite_hotkey` speaks the v10 protocol (its signature,
     nonce rules and reply format); any other speaks btauth/1. Both run the same pipeline.
@@ -64,14 +65,16 @@ class MinerApp:
     Order, cheapest first: in-flight, per-address and body-size guards, blacklist on the
     *claimed* hotkey (a rejection never reads the body), read the body, verify the signature
     (only a verified caller is served), parse, budgets of verified callers (rate limits),
-    priority, a scheduler slot, then `prompt` within the deadline. A caller that disconnects
-    stops its prompt and frees its slot.
+    priority, a scheduler slot, then the answer within the deadline. A caller that disconnects
+    stops its answer and frees its slot. A ping is verified (guards, signature, replay) and
+    answered at once: as on a v10 Axon, no blacklist, priority or slot.
     """
 
-    def __init__(self, *, auth: BtAuth, v10: V10Auth, blacklist: Callable[[Prompting], tuple[bool, str]],
-                 priority: Callable[[Prompting], float],
-                 prompt: Callable[[Prompting], Awaitable[Prompting]],
-                 stream: Callable[[Prompting], AsyncIterator[str]],
+    def __init__(self, *, auth: BtAuth, v10: V10Auth, synapses: Mapping[str, Synapse],
+                 blacklist: Callable[[Prompting], tuple[bool, str]],
+                 priority: Callable[[Any], float],
+                 answer: Callable[[Synapse, Any], Awaitable[Any]],
+                 stream: Callable[[Synapse, Any], AsyncIterator[str]],
                  health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
                  on_verified: Callable[[Prompting], None] = lambda request: None,
                  unavailable: Callable[[], Optional[str]] = lambda: None,
@@ -79,7 +82,8 @@ class MinerApp:
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
         self.auth, self.v10 = auth, v10
-        self.blacklist, self.priority, self.prompt, self.stream = blacklist, priority, prompt, stream
+        self.routes = {synapse.route: synapse for synapse in synapses.values()}
+        self.blacklist, self.priority, self.answer, self.stream = blacklist, priority, answer, stream
         self.health, self.scheduler, self.limits = health, scheduler, limits
         self.on_verified, self.unavailable, self.metrics = on_verified, unavailable, metrics
         self.draining = False
@@ -114,55 +118,77 @@ class MinerApp:
         if payload is not None:  # None: the answer was streamed
             await send_json(send, status, payload, extra)
         if self.metrics is not None:
-            route = scope["path"] if scope["path"] in ROUTES else "other"
+            known = scope["path"] in self.routes or scope["path"] in (PING_ROUTE, HEALTH_ROUTE)
+            route = scope["path"] if known else "other"
             self.metrics.observe(protocol.protocol, route, status, time.perf_counter() - started)
 
     async def _route(self, scope: dict, receive: Callable, send: Callable, headers: dict,
                      protocol) -> Optional[tuple[dict, dict]]:
         path, method = scope["path"], scope["method"]
-        if path in (PROMPT_ROUTE, STREAM_ROUTE) and method == "POST":
+        synapse = self.routes.get(path)
+        if (synapse is not None or path == PING_ROUTE) and method == "POST":
             if self.inflight >= self.limits.max_inflight:
                 raise OverCapacity(f"{self.inflight} requests in flight; try again later",
                                    headers={"retry-after": "1"})
             self.inflight += 1
             try:
                 started = time.perf_counter()
-                request, body = await self._admit(scope, receive, headers, protocol)
+                if synapse is None:
+                    body = await self._ping(scope, receive, headers, protocol)
+                    return protocol.success({}, body, time.perf_counter() - started)
+                request, body = await self._admit(scope, receive, headers, protocol, synapse)
                 priority = float(self.priority(request))
                 async with _cancelled_if_gone(receive) as finishing:
-                    if path == STREAM_ROUTE:
-                        return await self._stream(send, request, priority, protocol, finishing)
-                    answered = await self._run(request, priority)
-                return protocol.success(answered, body, time.perf_counter() - started)
+                    if synapse.stream:
+                        return await self._stream(send, synapse, request, priority, protocol, finishing)
+                    answered = await self._run(synapse, request, priority)
+                reply = {**synapse.inputs_of(answered), **synapse.outputs_of(answered)}
+                return protocol.success(reply, body, time.perf_counter() - started)
             finally:
                 self.inflight -= 1
-        if path == "/health" and method in ("GET", "HEAD"):
+        if path == HEALTH_ROUTE and method in ("GET", "HEAD"):
             health = {**self.health(), "inflight": self.inflight, "queued": self.scheduler.waiting,
                       "overrunning": self.scheduler.overrunning}
             return ({**health, "status": "draining"} if self.draining else health), {}
-        raise NotFound(f"no route {method} {path}; try POST {PROMPT_ROUTE}, POST {STREAM_ROUTE} or GET /health")
+        routes = ", ".join(f"POST {route}" for route in self.routes)
+        raise NotFound(f"no route {method} {path}; try {routes}, POST {PING_ROUTE} or GET {HEALTH_ROUTE}")
 
-    async def _admit(self, scope: dict, receive: Callable, headers: dict, protocol) -> tuple[Prompting, dict]:
-        """Everything before the work: guards, blacklist, body, signature, shape."""
+    async def _ping(self, scope: dict, receive: Callable, headers: dict, protocol) -> dict:
+        """A verified caller learns the miner is up, as a v10 Axon's `ping` answers it."""
+        self._refuse_if_unavailable(headers)
+        ip = (scope.get("client") or (None,))[0]
+        _, body = await self._verify(scope, receive, headers, protocol, ip, ())
+        return body
+
+    def _refuse_if_unavailable(self, headers: dict) -> None:
         if self.draining:
             raise Unavailable("the miner is shutting down", headers={"retry-after": "5", "connection": "close"})
         if reason := self.unavailable():
             raise Unavailable(reason, headers={"retry-after": "5"})
         self._check_length(headers.get("content-length"))
+
+    async def _admit(self, scope: dict, receive: Callable, headers: dict, protocol,
+                     synapse: Synapse) -> tuple[Any, dict]:
+        """Everything before the work: guards, blacklist, body, signature, shape."""
+        self._refuse_if_unavailable(headers)
         ip = (scope.get("client") or (None,))[0]
-        claimed = protocol.claimed_hotkey(headers)
-        if not claimed:
-            raise NotAuthenticated("the request carries no hotkey header; sign it with btauth/1")
+        claimed = _claimed(headers, protocol)
         blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ip)))
         if blacklisted:
             raise Blacklisted(reason)
+        caller, body = await self._verify(scope, receive, headers, protocol, ip, synapse.hash_fields)
+        self.on_verified(Prompting(dendrite=caller))
+        return synapse.parse(body, caller), body
+
+    async def _verify(self, scope: dict, receive: Callable, headers: dict, protocol, ip: Optional[str],
+                      hash_fields: tuple[str, ...]) -> tuple[TerminalInfo, dict]:
+        """The verified caller and the decoded body (read only once the headers pass)."""
+        _claimed(headers, protocol)
         with self._unverified(ip):
             early = protocol.before_body(headers, ip=ip)
             raw = await self._read_body(receive)
-            caller, body = protocol.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip,
-                                                 early=early)
-        self.on_verified(Prompting(dendrite=caller))
-        return prompting_from(body, caller), body
+            return protocol.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip,
+                                         early=early, hash_fields=hash_fields)
 
     @contextlib.contextmanager
     def _unverified(self, ip: Optional[str]) -> Iterator[None]:
@@ -227,20 +253,20 @@ class MinerApp:
             if not slot.lent:
                 slot.release()
 
-    async def _run(self, request: Prompting, priority: float) -> Prompting:
+    async def _run(self, synapse: Synapse, request: Any, priority: float) -> Any:
         async with self._slot(priority) as deadline:
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self.prompt(request)
+                    return await self.answer(synapse, request)
             except TimeoutError:
                 raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
 
-    async def _stream(self, send: Callable, request: Prompting, priority: float, protocol,
+    async def _stream(self, send: Callable, synapse: Synapse, request: Any, priority: float, protocol,
                       finishing: Callable[[], None]) -> None:
         """Stream the answer as it is produced. Errors before the first chunk are ordinary JSON
         errors; after it the status is sent, so the stream ends with the protocol's error frame."""
         async with self._slot(priority) as deadline:
-            chunks = self.stream(request).__aiter__()
+            chunks = self.stream(synapse, request).__aiter__()
             try:
                 first = await self._next(chunks, deadline)
                 await send({"type": "http.response.start", "status": 200, "headers": protocol.stream_headers()})
@@ -317,6 +343,13 @@ async def _cancelled_if_gone(receive: Callable) -> AsyncIterator[Callable[[], No
         raise ClientGone("the client disconnected before the answer was complete") from None
     finally:
         watcher.cancel()
+
+
+def _claimed(headers: dict, protocol) -> str:
+    """The hotkey a request claims to be signed by (nothing verified yet)."""
+    if not (claimed := protocol.claimed_hotkey(headers)):
+        raise NotAuthenticated("the request carries no hotkey header; sign it with btauth/1")
+    return claimed
 
 
 def _target(scope: dict) -> str:

@@ -8,7 +8,7 @@ from typing import Mapping, Optional
 from bittensor import http_auth
 
 from ..errors import NotAuthenticated, RequestError
-from ..protocol import Prompting, TerminalInfo, decode_json
+from ..protocol import TerminalInfo, decode_json
 from .replay import check_fence
 
 CLAIMED_HOTKEY = http_auth.HEADER_HOTKEY.lower()
@@ -40,8 +40,9 @@ class BtAuth:
         return None
 
     def authenticate(self, headers: Mapping[str, str], raw: bytes, *, method: str, path: str,
-                     ip: Optional[str], early: None = None) -> tuple[TerminalInfo, dict]:
-        """The verified caller and the decoded body; the signature is checked before parsing."""
+                     ip: Optional[str], early: None = None, hash_fields: tuple[str, ...] = ()) -> tuple[TerminalInfo, dict]:
+        """The verified caller and the decoded body; the signature (over the raw body's hash,
+        so every field is covered and `hash_fields` mean nothing here) is checked before parsing."""
         caller = self.verify(headers, raw, method=method, path=path, ip=ip)
         return caller, decode_json(raw)
 
@@ -66,8 +67,9 @@ class BtAuth:
         return TerminalInfo(hotkey=caller.hotkey_ss58, ip=ip, nonce=caller.nonce_ns)
 
     @staticmethod
-    def success(request: Prompting, body: dict, process_time: float) -> tuple[dict, dict]:
-        return request.to_json(), {}
+    def success(reply: dict, body: dict, process_time: float) -> tuple[dict, dict]:
+        """The request's fields, the outputs filled."""
+        return reply, {}
 
     @staticmethod
     def failure(error: RequestError) -> tuple[dict, dict]:

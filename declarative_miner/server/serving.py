@@ -11,7 +11,7 @@ from typing import Iterator
 
 import uvicorn
 
-from ..config import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
 from .app import MinerApp
 from .http import guarded_protocol
 

@@ -22,17 +22,17 @@ from bittensor.sp_core import CRYPTO_SR25519
 from bittensor.sp_core import verify as sr25519_verify
 
 from ..errors import MalformedBody, NotAuthenticated, RequestError
-from ..protocol import Prompting, TerminalInfo, decode_json
+from ..protocol import TerminalInfo, decode_json
 from .replay import check_fresh
 
 CLAIMED_HOTKEY = "bt_header_dendrite_hotkey"
-REQUIRED_HASH_FIELDS = ("messages",)  # what the v10 `Prompting` synapse integrity-protects
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what HTTP forbids in a header value (tab is allowed)
 
 
-def body_hash(body: Mapping, fields: tuple[str, ...] = REQUIRED_HASH_FIELDS) -> str:
-    """`Synapse.body_hash`: sha3-256 over the sha3-256 of each field's Python `str()`."""
+def body_hash(body: Mapping, fields: tuple[str, ...]) -> str:
+    """`Synapse.body_hash`: sha3-256 over the sha3-256 of each of the synapse's
+    `required_hash_fields` as Python `str()` prints it (no fields: the hash of nothing)."""
     inner = "".join(hashlib.sha3_256(str(body.get(f)).encode()).hexdigest() for f in fields)
     return hashlib.sha3_256(inner.encode()).hexdigest()
 
@@ -62,12 +62,14 @@ class V10Auth:
         return self.verify(headers, ip=ip)
 
     def authenticate(self, headers: Mapping[str, str], raw: bytes, *, method: str, path: str,
-                     ip: Optional[str], early: tuple[TerminalInfo, str]) -> tuple[TerminalInfo, dict]:
-        """The caller `before_body` verified and the decoded body, whose hash must be the signed one."""
+                     ip: Optional[str], early: tuple[TerminalInfo, str],
+                     hash_fields: tuple[str, ...]) -> tuple[TerminalInfo, dict]:
+        """The caller `before_body` verified and the decoded body, whose hash over `hash_fields`
+        (what the synapse integrity-protects) must be the signed one."""
         caller, signed_hash = early
         body = decode_json(raw)
         try:
-            computed = body_hash(body)
+            computed = body_hash(body, hash_fields)
         except UnicodeEncodeError:  # the hash needs the fields' text; lone surrogates have none
             raise MalformedBody("the signed fields hold a lone surrogate, which is not valid Unicode text") from None
         if computed != signed_hash:
@@ -101,11 +103,11 @@ class V10Auth:
             raise NotAuthenticated("replayed request: this nonce was already used")
         return TerminalInfo(hotkey=hotkey, ip=ip, nonce=nonce), signed_hash
 
-    def success(self, request: Prompting, body: dict, process_time: float) -> tuple[dict, dict]:
-        """The reply a v10 Dendrite reads as success: the whole synapse with `completion`."""
+    def success(self, reply: dict, body: dict, process_time: float) -> tuple[dict, dict]:
+        """The reply a v10 Dendrite reads as success: the whole synapse, its outputs filled."""
         axon = {**(body.get("axon") or {}), "status_code": 200, "status_message": "Success",
                 "process_time": process_time, "hotkey": self.self_hotkey}
-        return {**body, "completion": request.completion, "axon": axon}, _status_headers(200, "Success", process_time)
+        return {**body, **reply, "axon": axon}, _status_headers(200, "Success", process_time)
 
     def stream_headers(self) -> list[tuple[bytes, bytes]]:
         headers = {"content-type": "text/event-stream", **_status_headers(200, "Success"),
@@ -148,7 +150,7 @@ def sign(keypair, *, receiver: str, roles: list[str], messages: list[str], uuid:
     body = {"name": "Prompting", "timeout": timeout, "roles": roles, "messages": messages, "completion": "",
             "dendrite": {"hotkey": keypair.ss58_address, "nonce": nonce, "uuid": uuid, "version": 10005000},
             "axon": {"hotkey": receiver}}
-    digest = body_hash(body)
+    digest = body_hash(body, ("messages",))  # what the seed's `Prompting` integrity-protects
     signature = keypair.sign(f"{nonce}.{keypair.ss58_address}.{receiver}.{uuid}.{digest}".encode())
     # As `Synapse.to_headers()` writes them: the input_obj headers are empty dummies a v10 Axon
     # needs to parse the request from its headers.

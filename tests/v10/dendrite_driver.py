@@ -7,7 +7,7 @@ real `bt.Dendrite` and prints what the Dendrite returned, as JSON, one object pe
 import asyncio
 import json
 import sys
-from typing import ClassVar, List
+from typing import ClassVar, List, Optional
 
 from bittensor.utils import networking
 
@@ -52,6 +52,16 @@ class StreamPrompting(bt.StreamingSynapse):
                 "roles": self.roles, "messages": self.messages, "completion": self.completion}
 
 
+class Dummy(bt.Synapse):
+    """The opentensor subnet template's synapse, as its template/protocol.py writes it."""
+
+    dummy_input: int
+    dummy_output: Optional[int] = None
+
+    def deserialize(self) -> int:
+        return self.dummy_output
+
+
 def view(synapse) -> dict:
     return {"is_success": synapse.is_success, "completion": synapse.completion,
             "status_code": synapse.dendrite.status_code, "status_message": synapse.dendrite.status_message}
@@ -83,6 +93,23 @@ async def main(wallets: str, wallet: str, miner: str, port: int, scenarios: list
                                                          json=synapse.model_dump()) as response:
                     statuses.append(response.status)
             result = {"statuses": statuses}
+        elif scenario == "dummy":
+            replies = await dendrite([axon], Dummy(dummy_input=21), deserialize=True, timeout=12)
+            result = {"outputs": replies}
+        elif scenario == "ping":  # the template's ping_uids / get_query_api_nodes
+            responses = await dendrite([axon], bt.Synapse(), deserialize=False, timeout=12)
+            result = {"status_codes": [r.dendrite.status_code for r in responses],
+                      "status_messages": [r.dendrite.status_message for r in responses]}
+        elif scenario.startswith("burst"):  # burst:N, N requests at once from this one Dendrite
+            count = int(scenario.partition(":")[2])
+            synapses = [Prompting(roles=["user"], messages=[f"burst {i}"]) for i in range(count)]
+            replies = await asyncio.gather(*(dendrite.call(axon, synapse, timeout=60) for synapse in synapses))
+            messages = {}
+            for reply in replies:
+                if not reply.is_success:
+                    messages[reply.dendrite.status_message] = messages.get(reply.dendrite.status_message, 0) + 1
+            result = {"served": sum(r.is_success and r.completion == r.messages[0] for r in replies),
+                      "refused": messages}
         print(json.dumps({"scenario": scenario, **result}), flush=True)
     await dendrite.aclose_session()
 
