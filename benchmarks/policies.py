@@ -24,7 +24,7 @@ from declarative_miner.config import compose, to_settings
 from declarative_miner.imports import build
 from declarative_miner.policies.blacklist import build_blacklist
 from declarative_miner.policies.priority import STRATEGIES
-from declarative_miner.protocol import Prompting, TerminalInfo
+from declarative_miner.prompting import Prompting, TerminalInfo
 from declarative_miner.server.scheduler import Scheduler
 
 

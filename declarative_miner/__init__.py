@@ -1,6 +1,6 @@
 """declarative_miner: a Bittensor miner whose whole behaviour is declared in Hydra YAML."""
 
-from .protocol import Prompting, TerminalInfo
+from .prompting import Prompting, TerminalInfo
 
 __all__ = ["Miner", "Prompting", "TerminalInfo"]
 

@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from .errors import PromptFailed, RequestError
-from .protocol import Prompting
+from .prompting import Prompting
 from .server.scheduler import current_slot
 
 log = logging.getLogger(__name__)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Callable
 
 from .errors import ConfigError, ConfigProblem
 from .schema import MinerConfig
-from .server.replay import REDIS_SCHEMES
+from .redis_link import REDIS_SCHEMES
+from .server.wire import NAMES as WIRE_FORMATS
 
 
 class Problems:
@@ -27,6 +29,14 @@ class Problems:
             raise ConfigError(self.found)
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return text == "localhost"
+    return True
+
+
 def check(settings: MinerConfig) -> list[ConfigProblem]:
     """Cross-field rules the schema's types cannot express."""
     axon, problems = settings.axon, []
@@ -35,6 +45,11 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
         if not ok:
             problems.append(ConfigProblem(key, f"out of range (got {got}; expected {expected})"))
 
+    for key in ("ip", "external_ip"):
+        address = getattr(axon, key)
+        if address is not None and not _is_address(address):
+            problems.append(ConfigProblem(f"axon.{key}", f"not an address (got {address}; expected an IPv4 or IPv6 "
+                                                          "address, or localhost)"))
     for key in ("port", "external_port"):
         port = getattr(axon, key)
         need(port is None or 0 <= port <= 65535, f"axon.{key}", port, "a port from 0 to 65535")
@@ -50,6 +65,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.max_connections_per_ip >= 1, "axon.max_connections_per_ip", axon.max_connections_per_ip, "at least 1")
     need(axon.max_unverified_per_ip >= 1, "axon.max_unverified_per_ip", axon.max_unverified_per_ip, "at least 1")
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
+    need(bool(axon.wire_formats) and set(axon.wire_formats) <= set(WIRE_FORMATS), "axon.wire_formats",
+         list(axon.wire_formats), f"a non-empty list of {', '.join(WIRE_FORMATS)}")
     need(axon.allowed_skew >= 0, "axon.allowed_skew", axon.allowed_skew, "seconds >= 0")
     need(settings.cache.ttl >= 0, "cache.ttl", settings.cache.ttl, "seconds >= 0 (0 disables)")
     need(settings.cache.scope in ("global", "caller"), "cache.scope", settings.cache.scope, "global or caller")

@@ -69,6 +69,7 @@ def _job(cfg: DictConfig) -> Optional[float]:
             return _evaluate(cfg)
         miner = Miner(cfg)
         if miner.settings.mode.value == "validate":
+            miner.check_stores()
             print("declarative_miner: the config is valid; it would run:")
             print(miner.summary())
             miner.close()

@@ -2,14 +2,13 @@
 
     python -m declarative_miner.client "What is 2+2?"           # the dev validator -> the dev miner
     python -m declarative_miner.client "Hi" --host 1.2.3.4 --port 8091 --wallet.name v --wallet.hotkey h
-    python -m declarative_miner.client "Hi" --protocol v10                  # as a bittensor 10 Dendrite
+    python -m declarative_miner.client "Hi" --wire-format v10                 # as a bittensor 10 Dendrite
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -20,15 +19,11 @@ import httpx
 from bittensor import http_auth
 
 from .chain.dev import DEV_VALIDATOR
+from .files import default_home
 from .server import v10
 
 PROMPT_PATH = "/Prompting"
 STREAM_PATH = "/StreamPrompting"
-
-
-def default_home() -> str:
-    """The miner's state directory, as `home` in the config defaults to it."""
-    return os.environ.get("DECLARATIVE_MINER_HOME", "~/.declarative_miner")
 
 
 @dataclass
@@ -80,24 +75,24 @@ class MinerClient:
         return _reply(response)
 
     def prompt(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None,
-               protocol: str = "btauth") -> Reply:
+               wire_format: str = "btauth") -> Reply:
         """Sign and send one chat; `roles` default to "user" for every message.
 
-        `protocol="v10"` sends it as a bittensor 10 Dendrite would (same port, same route).
+        `wire_format="v10"` sends it as a bittensor 10 Dendrite would (same port, same route).
         """
         roles = list(roles) if roles is not None else ["user"] * len(messages)
-        if protocol == "v10":
+        if wire_format == "v10":
             headers, body = v10.sign(self.signer, receiver=self.miner_hotkey(), roles=roles,
                                      messages=list(messages), uuid=self.uuid)
             return self.send(body, headers)
         body = json.dumps({"roles": roles, "messages": list(messages)}).encode()
         return self.send(body, self.signed_headers(body))
 
-    def stream(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None, protocol: str = "btauth",
+    def stream(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None, wire_format: str = "btauth",
                on_chunk: Callable[[str], None] = lambda chunk: None) -> Reply:
         """Like `prompt`, from `/StreamPrompting`: `on_chunk` sees each chunk as it arrives."""
         roles = list(roles) if roles is not None else ["user"] * len(messages)
-        if protocol == "v10":
+        if wire_format == "v10":
             headers, body = v10.sign(self.signer, receiver=self.miner_hotkey(), roles=roles,
                                      messages=list(messages), uuid=self.uuid)
         else:
@@ -108,11 +103,11 @@ class MinerClient:
                 response.read()
                 return _reply(response)
             reply = Reply(200, headers=dict(response.headers))
-            pieces = response.iter_text() if protocol == "v10" else _events(response.iter_lines(), reply)
+            pieces = response.iter_text() if wire_format == "v10" else _events(response.iter_lines(), reply)
             for chunk in pieces:
                 reply.chunks.append(chunk)
                 on_chunk(chunk)
-        if protocol == "v10":
+        if wire_format == "v10":
             reply.completion = "".join(reply.chunks)
         return reply
 
@@ -146,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8091)
     parser.add_argument("--receiver", help="the miner's hotkey (default: ask its /health)")
-    parser.add_argument("--protocol", choices=["btauth", "v10"], default="btauth",
+    parser.add_argument("--wire-format", choices=["btauth", "v10"], default="btauth",
                         help="btauth/1 (bittensor 11) or a bittensor 10 Dendrite's wire format")
     parser.add_argument("--stream", action="store_true", help="print the answer as it streams")
     parser.add_argument("--wallet.name", dest="wallet_name", default=DEV_VALIDATOR)
@@ -181,12 +176,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         roles = [args.role] * len(args.message)
         if args.stream:
-            reply = client.stream(args.message, roles, args.protocol, lambda c: print(c, end="", flush=True))
+            reply = client.stream(args.message, roles, args.wire_format, lambda c: print(c, end="", flush=True))
             if reply.ok:
                 print()
                 return 0
         else:
-            reply = client.prompt(args.message, roles, protocol=args.protocol)
+            reply = client.prompt(args.message, roles, wire_format=args.wire_format)
     except httpx.HTTPError as exc:
         print(f"error: cannot reach the miner at {args.host}:{args.port} ({exc})", file=sys.stderr)
         return 1

@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077  # files 0600, directories 0700
+HOME_VARIABLE, DEFAULT_HOME = "DECLARATIVE_MINER_HOME", "~/.declarative_miner"  # where the state lives
+
+
+def default_home() -> str:
+    """The miner's state directory, as `home` in the config defaults to it."""
+    return os.environ.get(HOME_VARIABLE, DEFAULT_HOME)
 
 
 def private_dir(path: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
 import bittensor as bt
+from bittensor import http_auth
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
@@ -30,16 +31,16 @@ from .policies.blacklist import build_blacklist
 from .policies.cells import open_cells
 from .policies.priority import STRATEGIES
 from .prompts.usage import Usage
-from .protocol import Prompting
+from .prompting import Prompting
 from .synapses import Synapse, build_synapses
 from .server.app import Limits, MinerApp
-from .server.auth import BtAuth
 from .server.metrics import Metrics
+from .redis_link import REDIS_SCHEMES, check_reachable
 from .server.replay import open_store as open_nonce_store
 from .server.scheduler import Scheduler
 from .server.serving import HttpServer
 from .server.threads import DaemonThreadPool
-from .server.v10 import V10Auth
+from .server.wire import open_wire_formats
 from .server.workers import supervise
 
 log = logging.getLogger(__name__)
@@ -341,8 +342,9 @@ class Miner:
         a = self.settings.axon
         self._open_cache()
         nonces = self._replay_store()
-        auth = BtAuth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew,
-                      require_receiver=a.require_receiver, nonce_store=nonces)
+        wire_formats = open_wire_formats(self.hotkey, accepted=a.wire_formats, max_age=a.max_age,
+                                         allowed_skew=a.allowed_skew, require_receiver=a.require_receiver,
+                                         nonce_store=nonces)
         scheduler = Scheduler(a.max_concurrency, a.max_queue)
         metrics = Metrics({
             "miner_queue_depth": ("Requests waiting for a slot", lambda: scheduler.waiting),
@@ -359,8 +361,8 @@ class Miner:
                 metrics.gauge(f"miner_{count}", f"{count.replace('_', ' ').capitalize()} the model reported since start",
                               lambda count=count: usage.totals()[count])
         return MinerApp(
-            auth=auth, v10=V10Auth(self.hotkey, max_age=a.max_age, allowed_skew=a.allowed_skew, nonce_store=nonces),
-            synapses=self.synapses, blacklist=self.blacklist,
+            wire_formats=wire_formats, synapses=self.synapses,
+            sign_reply=functools.partial(http_auth.sign, self.wallet.hotkey) if a.sign_responses else None, blacklist=self.blacklist,
             priority=self.priority, answer=self._answer, stream=self._answer_stream,
             health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count,
             scheduler=scheduler, metrics=metrics,
@@ -390,6 +392,11 @@ class Miner:
             "uid": neuron.uid if neuron else None, "pid": os.getpid(), "metagraph_block": self.metagraph.block,
             "metagraph_age": round(self.metagraph.age, 3),
         }
+
+    def check_stores(self) -> None:
+        """What `mode=validate` asks beyond building: the shared store the server would use answers."""
+        if self.settings.axon.replay_store.startswith(REDIS_SCHEMES):
+            check_reachable(self.settings.axon.replay_store, "axon.replay_store")
 
     def summary(self) -> str:
         """What would run, one line per part (printed by `mode=validate`)."""

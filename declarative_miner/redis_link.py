@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .errors import Unavailable
+from .errors import ConfigError, ConfigProblem, Unavailable
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis.Redis.from_url reads
 
 
 class RedisLink:
@@ -29,3 +32,14 @@ class RedisLink:
 
     def close(self) -> None:
         self.client.close()
+
+
+def check_reachable(url: str, key: str) -> None:
+    """`ConfigError` at `key` unless a Redis answers at `url` (what `mode=validate` asks of a store)."""
+    link = RedisLink(url, "Redis")
+    try:
+        link.call(link.client.ping)
+    except Unavailable as exc:
+        raise ConfigError([ConfigProblem(key, f"unreachable (got {url}; expected a running Redis: {exc.reason})")]) from None
+    finally:
+        link.close()

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from .files import DEFAULT_HOME, HOME_VARIABLE
+
 
 class Mode(Enum):
     serve = "serve"
@@ -59,7 +61,9 @@ class AxonConfig:
     replay_store: str = "auto"  # accepted nonces: memory (kept across restarts), disk (shared by workers), redis://… (by machines), auto
     max_age: float = 10.0  # seconds a signed nonce stays fresh (btauth/1 and v10 alike)
     allowed_skew: float = 2.0  # seconds a caller's clock may run ahead of ours
-    require_receiver: bool = True  # btauth/1: reject requests not bound to this miner's hotkey
+    require_receiver: bool = True  # btauth/1 and Epistula: reject requests not bound to this miner's hotkey
+    wire_formats: List[str] = field(default_factory=lambda: ["btauth", "v10", "epistula"])  # accepted: btauth (bittensor 11), v10 (bittensor 10 Dendrites), epistula (v2)
+    sign_responses: bool = False  # sign each JSON reply with the miner's hotkey (btauth/1 headers over the body)
 
 
 @dataclass
@@ -112,7 +116,7 @@ class EvalConfig:
 
 @dataclass
 class MinerConfig:
-    home: str = "${oc.env:DECLARATIVE_MINER_HOME,'~/.declarative_miner'}"  # state: dev wallets, cache, replay store
+    home: str = f"${{oc.env:{HOME_VARIABLE},'{DEFAULT_HOME}'}}"  # state: dev wallets, cache, replay store
     mode: Mode = Mode.serve  # serve; validate (build every part, print a summary, exit); eval (score it offline)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     wallet: WalletConfig = field(default_factory=WalletConfig)

@@ -18,7 +18,7 @@ import pydantic
 
 from .errors import ConfigError, ConfigProblem, MalformedBody, PromptFailed
 from .imports import build, locate
-from .protocol import TerminalInfo
+from .prompting import TerminalInfo
 from .schema import SynapseConfig
 
 PROMPT = "prompt"  # `answer: prompt`: the `prompt` group's callable, through `Miner.prompt`

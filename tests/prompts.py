@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from declarative_miner.protocol import Prompting
+from declarative_miner.prompting import Prompting
 
 release = threading.Event()
 

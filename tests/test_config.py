@@ -153,3 +153,20 @@ def test_a_component_missing_its_extra_names_the_install_command(home, tmp_path,
     assert [str(p) for p in caught.value.problems] == [
         "prompt._target_: the demo prompt needs torch, which is not installed "
         "(expected: pip install 'declarative-miner[llama]')"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("axon.ip=999.1.1.1", "axon.ip: not an address (got 999.1.1.1; expected an IPv4 or IPv6 address, or localhost)"),
+    ("axon.external_ip=miner.example", "axon.external_ip: not an address (got miner.example;"),
+    ("axon.replay_store=redis://127.0.0.1:1/0", "axon.replay_store: unreachable (got redis://127.0.0.1:1/0; "
+                                                "expected a running Redis: Redis is unreachable (ConnectionError)"),
+    ("axon.wire_formats=[btauth,smoke]", "axon.wire_formats: out of range (got ['btauth', 'smoke']; expected a "
+                                         "non-empty list of v10, epistula, btauth)"),
+    ("axon.wire_formats=[]", "axon.wire_formats: out of range (got []; expected a non-empty list"),
+])
+def test_validate_checks_what_the_server_would_use(tmp_path, home, override, message):
+    """`mode=validate` exits 2 for what would only fail once serving: an address nobody can bind,
+    a Redis nobody answers at, a wire format that does not exist."""
+    result = run_cli(f"home={home}", "mode=validate", override, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr

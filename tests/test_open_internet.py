@@ -264,7 +264,7 @@ def test_a_caller_that_leaves_stops_its_prompt_and_frees_its_slot(make_miner, ho
         wait_until(lambda: message in prompts.stopped)
         wait_until(lambda: _health(miner.port)["inflight"] == 0)
         metrics = httpx.get(f"http://127.0.0.1:{miner.port}/metrics").text
-    counted = f'miner_requests_total{{protocol="{wire}",route="{route}",status="499"}} 1.0'
+    counted = f'miner_requests_total{{route="{route}",status="499",wire_format="{wire}"}} 1.0'
     assert counted in metrics, metrics
 
 

@@ -65,7 +65,7 @@ def test_the_openai_recipe_serves_the_model_server_streamed_or_not(openai_miner,
         client = client_for(miner)
         plain = client.prompt(["hello world"])
         streamed = client.stream(["hello world"])
-        v10 = client.stream(["hello world"], protocol="v10")
+        v10 = client.stream(["hello world"], wire_format="v10")
         usage = miner.usage.totals()
     assert plain.status == streamed.status == v10.status == 200
     assert plain.completion == streamed.completion == v10.completion != ""  # greedy: deterministic

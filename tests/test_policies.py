@@ -27,7 +27,7 @@ from declarative_miner.policies.blacklist import (
 from declarative_miner.policies.lists import HotkeyList
 from declarative_miner.policies.priority import TimeStake, by_stake
 from declarative_miner.policies.rate_limit import RateLimit
-from declarative_miner.protocol import Prompting, TerminalInfo
+from declarative_miner.prompting import Prompting, TerminalInfo
 
 from . import prompts
 from .conftest import wait_until

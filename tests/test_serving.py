@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from declarative_miner.miner import Miner
-from declarative_miner.protocol import Prompting
+from declarative_miner.prompting import Prompting
 
 from . import prompts
 
@@ -282,15 +282,15 @@ def test_metrics_count_requests_by_protocol_and_outcome_and_report_the_state(mak
         client = client_for(miner)
         client.prompt(["counted"])
         client.prompt(["counted"])
-        client.prompt(["v10 counted"], protocol="v10")
+        client.prompt(["v10 counted"], wire_format="v10")
         client_for(miner, "stranger").prompt(["no"])
         response = httpx.get(f"http://127.0.0.1:{miner.port}/metrics")
     text = response.text
     assert response.headers["content-type"].startswith("text/plain")
-    assert 'miner_requests_total{protocol="btauth",route="/Prompting",status="200"} 1.0' in text
-    assert 'miner_requests_total{protocol="btauth",route="/Prompting",status="409"} 1.0' in text
-    assert 'miner_requests_total{protocol="btauth",route="/Prompting",status="403"} 1.0' in text
-    assert 'miner_requests_total{protocol="v10",route="/Prompting",status="200"} 1.0' in text
-    assert 'miner_request_seconds_bucket{le="0.5",protocol="btauth",route="/Prompting"}' in text
+    assert 'miner_requests_total{route="/Prompting",status="200",wire_format="btauth"} 1.0' in text
+    assert 'miner_requests_total{route="/Prompting",status="409",wire_format="btauth"} 1.0' in text
+    assert 'miner_requests_total{route="/Prompting",status="403",wire_format="btauth"} 1.0' in text
+    assert 'miner_requests_total{route="/Prompting",status="200",wire_format="v10"} 1.0' in text
+    assert 'miner_request_seconds_bucket{le="0.5",route="/Prompting",wire_format="btauth"}' in text
     for gauge in ("miner_queue_depth 0.0", "miner_inflight 0.0", "miner_cache_hits 0.0", "miner_metagraph_age_seconds"):
         assert gauge in text

@@ -15,7 +15,7 @@ def test_btauth_callers_get_each_chunk_then_the_whole_completion(make_miner, cli
 
 def test_v10_callers_get_raw_text_chunks_with_v10_status_headers(make_miner, client_for):
     with make_miner() as miner:
-        reply = client_for(miner).stream(["alpha beta"], protocol="v10")
+        reply = client_for(miner).stream(["alpha beta"], wire_format="v10")
     assert (reply.status, reply.completion) == (200, "alpha beta")
     assert reply.headers["bt_header_axon_status_code"] == "200"
 

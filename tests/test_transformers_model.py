@@ -17,7 +17,7 @@ from tests.conftest import import_required, run_cli, wait_until
 
 torch = import_required("torch", "the llama recipe needs: pip install -e '.[llama]'")
 from declarative_miner.prompts.transformers_model import IncrementalText  # noqa: E402
-from declarative_miner.protocol import Prompting  # noqa: E402
+from declarative_miner.prompting import Prompting  # noqa: E402
 
 NEW_TOKENS = 12
 
@@ -47,7 +47,7 @@ def test_the_llama_recipe_answers_as_generate_would_streamed_or_not(llama, clien
         expected, tokens = direct_generate(backend, [{"role": "user", "content": "hello world"}])
         plain = client.prompt(["hello world"])
         streamed = client.stream(["hello world"])
-        v10 = client.stream(["hello world"], protocol="v10")
+        v10 = client.stream(["hello world"], wire_format="v10")
     assert plain.status == streamed.status == v10.status == 200
     assert plain.completion == streamed.completion == v10.completion == expected
     assert len(streamed.chunks) > 1  # text arrives as it is generated, not at the end

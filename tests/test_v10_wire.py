@@ -131,9 +131,9 @@ def test_the_signature_is_checked_before_the_body_is_parsed():
 def test_the_client_speaks_v10_and_the_pipeline_treats_it_like_btauth(make_miner, client_for):
     with make_miner() as miner:
         client = client_for(miner)
-        ok = client.prompt(["hello v10"], protocol="v10")
-        duplicate = client.prompt(["hello v10"], protocol="v10")
-        stranger = client_for(miner, "stranger").prompt(["who"], protocol="v10")
+        ok = client.prompt(["hello v10"], wire_format="v10")
+        duplicate = client.prompt(["hello v10"], wire_format="v10")
+        stranger = client_for(miner, "stranger").prompt(["who"], wire_format="v10")
     assert (ok.status, ok.completion, ok.headers["bt_header_axon_status_code"]) == (200, "hello v10", "200")
     assert duplicate.status == 409 and duplicate.headers["bt_header_axon_status_code"] == "409"
     assert (stranger.status, stranger.reason) == (403, "blacklisted: registered: hotkey is not registered on netuid 1")

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from ..chain.metagraph import Metagraph
 from ..checks import Problems
 from ..imports import build
-from ..protocol import Prompting
+from ..prompting import Prompting
 from .lists import HotkeyList
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import threading
 import time
 
 from ..chain.metagraph import Metagraph
-from ..protocol import Prompting
+from ..prompting import Prompting
 
 
 def by_stake(request: Prompting, metagraph: Metagraph) -> float:

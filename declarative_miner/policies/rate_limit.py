@@ -6,7 +6,7 @@ import math
 
 from ..chain.metagraph import Metagraph
 from ..errors import RateLimited
-from ..protocol import Prompting
+from ..prompting import Prompting
 from .blacklist import Decision
 from .cells import MemoryCells
 

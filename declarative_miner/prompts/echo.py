@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import AsyncIterator
 
-from ..protocol import Prompting
+from ..prompting import Prompting
 
 
 async def echo(request: Prompting) -> AsyncIterator[str]:

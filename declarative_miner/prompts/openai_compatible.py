@@ -12,7 +12,7 @@ import httpx
 
 from ..errors import BadGateway, OverCapacity, Unavailable
 from ..imports import BadArgument, MissingDependency
-from ..protocol import Prompting
+from ..prompting import Prompting
 from .usage import Usage
 
 try:

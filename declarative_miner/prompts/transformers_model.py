@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Callable, Optional
 
 from ..errors import MalformedBody
 from ..imports import BadArgument, MissingDependency
-from ..protocol import Prompting
+from ..prompting import Prompting
 from .usage import Usage
 
 try:

@@ -24,19 +24,18 @@ from ..errors import (
     RequestTimeout,
     Unavailable,
 )
-from ..protocol import Prompting, TerminalInfo
+from ..prompting import Prompting, TerminalInfo
 from ..synapses import Synapse
-from .auth import BtAuth
 from .metrics import CONTENT_TYPE, Metrics
 from .scheduler import Scheduler, Slot, current_slot
 from .tally import AddressTally
-from .v10 import CLAIMED_HOTKEY as V10_CLAIM
-from .v10 import V10Auth
+from .wire import WireFormat, WireFormats
 
 log = logging.getLogger(__name__)
 
 PING_ROUTE = "/Synapse"  # v10's ping: every stock Axon answers it, and template validators call it
 HEALTH_ROUTE = "/health"
+CALLER = "declarative_miner.caller"  # the scope key holding the verified caller's hotkey
 
 
 @dataclass(frozen=True)
@@ -56,32 +55,35 @@ class Limits:
 
 
 class MinerApp:
-    """Serves each declared request type (`POST /<name>`) to btauth/1 callers and v10 Dendrites
-    alike, v10's ping (`POST /Synapse`) and `GET /health`.
+    """Serves each declared request type (`POST /<name>`), v10's ping (`POST /Synapse`) and
+    `GET /health`.
 
-    A request carrying `bt_header_dendrite_hotkey` speaks the v10 protocol (its signature,
-    nonce rules and reply format); any other speaks btauth/1. Both run the same pipeline.
+    Each request is read in the wire format its headers claim (server/wire.py: btauth/1, v10,
+    Epistula v2: signature, replay rules and reply framing); all run the same pipeline.
 
     Order, cheapest first: in-flight, per-address and body-size guards, blacklist on the
     *claimed* hotkey (a rejection never reads the body), read the body, verify the signature
     (only a verified caller is served), parse, budgets of verified callers (rate limits),
     priority, a scheduler slot, then the answer within the deadline. A caller that disconnects
     stops its answer and frees its slot. A ping is verified (guards, signature, replay) and
-    answered at once: as on a v10 Axon, no blacklist, priority or slot.
+    answered at once: as on a v10 Axon, no blacklist, priority or slot. With `sign_reply`
+    (bittensor 11's `http_auth.sign` bound to the miner's hotkey), every JSON reply but
+    `/health`'s carries btauth/1 headers over its body, addressed to the verified caller.
     """
 
-    def __init__(self, *, auth: BtAuth, v10: V10Auth, synapses: Mapping[str, Synapse],
+    def __init__(self, *, wire_formats: WireFormats, synapses: Mapping[str, Synapse],
                  blacklist: Callable[[Prompting], tuple[bool, str]],
                  priority: Callable[[Any], float],
                  answer: Callable[[Synapse, Any], Awaitable[Any]],
                  stream: Callable[[Synapse, Any], AsyncIterator[str]],
                  health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
                  on_verified: Callable[[Prompting], None] = lambda request: None,
+                 sign_reply: Optional[Callable[..., dict[str, str]]] = None,
                  unavailable: Callable[[], Optional[str]] = lambda: None,
                  metrics: Optional[Metrics] = None,
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
-        self.auth, self.v10 = auth, v10
+        self.wire_formats, self.sign_reply = wire_formats, sign_reply
         self.routes = {synapse.route: synapse for synapse in synapses.values()}
         self.blacklist, self.priority, self.answer, self.stream = blacklist, priority, answer, stream
         self.health, self.scheduler, self.limits = health, scheduler, limits
@@ -104,26 +106,30 @@ class MinerApp:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        protocol = self.v10 if V10_CLAIM in headers else self.auth
+        wire = self.wire_formats.of(headers)
         try:
-            answer = await self._route(scope, receive, send, headers, protocol)
+            answer = await self._route(scope, receive, send, headers, wire)
             status, (payload, extra) = 200, answer if answer is not None else (None, None)
         except ClientGone as exc:
             status, payload = exc.status, None  # nobody to answer
         except RequestError as exc:
-            status, (payload, extra) = exc.status, protocol.failure(exc)
+            status, (payload, extra) = exc.status, wire.failure(exc)
         except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
             log.exception("request failed")
-            status, (payload, extra) = 500, protocol.failure(RequestError(f"{type(exc).__name__}: {exc}"))
+            status, (payload, extra) = 500, wire.failure(RequestError(f"{type(exc).__name__}: {exc}"))
         if payload is not None:  # None: the answer was streamed
-            await send_json(send, status, payload, extra)
+            body = json.dumps(payload).encode()
+            if self.sign_reply is not None and scope["path"] != HEALTH_ROUTE:
+                extra = {**extra, **self.sign_reply(method=scope["method"], path=_target(scope), body=body,
+                                                    receiver_ss58=scope.get(CALLER))}
+            await send_bytes(send, status, body, "application/json", extra)
         if self.metrics is not None:
             known = scope["path"] in self.routes or scope["path"] in (PING_ROUTE, HEALTH_ROUTE)
             route = scope["path"] if known else "other"
-            self.metrics.observe(protocol.protocol, route, status, time.perf_counter() - started)
+            self.metrics.observe(wire.name, route, status, time.perf_counter() - started)
 
     async def _route(self, scope: dict, receive: Callable, send: Callable, headers: dict,
-                     protocol) -> Optional[tuple[dict, dict]]:
+                     wire: WireFormat) -> Optional[tuple[dict, dict]]:
         path, method = scope["path"], scope["method"]
         synapse = self.routes.get(path)
         if (synapse is not None or path == PING_ROUTE) and method == "POST":
@@ -134,16 +140,16 @@ class MinerApp:
             try:
                 started = time.perf_counter()
                 if synapse is None:
-                    body = await self._ping(scope, receive, headers, protocol)
-                    return protocol.success({}, body, time.perf_counter() - started)
-                request, body = await self._admit(scope, receive, headers, protocol, synapse)
+                    body = await self._ping(scope, receive, headers, wire)
+                    return wire.success({}, body, time.perf_counter() - started)
+                request, body = await self._admit(scope, receive, headers, wire, synapse)
                 priority = float(self.priority(request))
                 async with _cancelled_if_gone(receive) as finishing:
                     if synapse.stream:
-                        return await self._stream(send, synapse, request, priority, protocol, finishing)
+                        return await self._stream(send, synapse, request, priority, wire, finishing)
                     answered = await self._run(synapse, request, priority)
                 reply = {**synapse.inputs_of(answered), **synapse.outputs_of(answered)}
-                return protocol.success(reply, body, time.perf_counter() - started)
+                return wire.success(reply, body, time.perf_counter() - started)
             finally:
                 self.inflight -= 1
         if path == HEALTH_ROUTE and method in ("GET", "HEAD"):
@@ -153,11 +159,12 @@ class MinerApp:
         routes = ", ".join(f"POST {route}" for route in self.routes)
         raise NotFound(f"no route {method} {path}; try {routes}, POST {PING_ROUTE} or GET {HEALTH_ROUTE}")
 
-    async def _ping(self, scope: dict, receive: Callable, headers: dict, protocol) -> dict:
+    async def _ping(self, scope: dict, receive: Callable, headers: dict, wire: WireFormat) -> dict:
         """A verified caller learns the miner is up, as a v10 Axon's `ping` answers it."""
         self._refuse_if_unavailable(headers)
         ip = (scope.get("client") or (None,))[0]
-        _, body = await self._verify(scope, receive, headers, protocol, ip, ())
+        self._claimed(headers, wire)
+        _, body = await self._verify(scope, receive, headers, wire, ip, ())
         return body
 
     def _refuse_if_unavailable(self, headers: dict) -> None:
@@ -167,28 +174,37 @@ class MinerApp:
             raise Unavailable(reason, headers={"retry-after": "5"})
         self._check_length(headers.get("content-length"))
 
-    async def _admit(self, scope: dict, receive: Callable, headers: dict, protocol,
+    async def _admit(self, scope: dict, receive: Callable, headers: dict, wire: WireFormat,
                      synapse: Synapse) -> tuple[Any, dict]:
         """Everything before the work: guards, blacklist, body, signature, shape."""
         self._refuse_if_unavailable(headers)
         ip = (scope.get("client") or (None,))[0]
-        claimed = _claimed(headers, protocol)
+        claimed = self._claimed(headers, wire)
         blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ip)))
         if blacklisted:
             raise Blacklisted(reason)
-        caller, body = await self._verify(scope, receive, headers, protocol, ip, synapse.hash_fields)
+        caller, body = await self._verify(scope, receive, headers, wire, ip, synapse.hash_fields)
         self.on_verified(Prompting(dendrite=caller))
         return synapse.parse(body, caller), body
 
-    async def _verify(self, scope: dict, receive: Callable, headers: dict, protocol, ip: Optional[str],
+    async def _verify(self, scope: dict, receive: Callable, headers: dict, wire: WireFormat, ip: Optional[str],
                       hash_fields: tuple[str, ...]) -> tuple[TerminalInfo, dict]:
         """The verified caller and the decoded body (read only once the headers pass)."""
-        _claimed(headers, protocol)
         with self._unverified(ip):
-            early = protocol.before_body(headers, ip=ip)
+            early = wire.before_body(headers, ip=ip)
             raw = await self._read_body(receive)
-            return protocol.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip,
-                                         early=early, hash_fields=hash_fields)
+            caller, body = wire.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip,
+                                             early=early, hash_fields=hash_fields)
+        scope[CALLER] = caller.hotkey  # whom a signed reply is addressed to
+        return caller, body
+
+    def _claimed(self, headers: dict, wire: WireFormat) -> str:
+        """The hotkey a request claims to be signed by (nothing verified yet), in an accepted format."""
+        self.wire_formats.require_accepted(wire)
+        if not (claimed := wire.claimed_hotkey(headers)):
+            raise NotAuthenticated("the request carries no hotkey header; sign it with one of "
+                                   f"{', '.join(sorted(self.wire_formats.accepted))}")
+        return claimed
 
     @contextlib.contextmanager
     def _unverified(self, ip: Optional[str]) -> Iterator[None]:
@@ -261,26 +277,26 @@ class MinerApp:
             except TimeoutError:
                 raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
 
-    async def _stream(self, send: Callable, synapse: Synapse, request: Any, priority: float, protocol,
+    async def _stream(self, send: Callable, synapse: Synapse, request: Any, priority: float, wire: WireFormat,
                       finishing: Callable[[], None]) -> None:
         """Stream the answer as it is produced. Errors before the first chunk are ordinary JSON
-        errors; after it the status is sent, so the stream ends with the protocol's error frame."""
+        errors; after it the status is sent, so the stream ends with the wire format's error frame."""
         async with self._slot(priority) as deadline:
             chunks = self.stream(synapse, request).__aiter__()
             try:
                 first = await self._next(chunks, deadline)
-                await send({"type": "http.response.start", "status": 200, "headers": protocol.stream_headers()})
+                await send({"type": "http.response.start", "status": 200, "headers": wire.stream_headers()})
                 completion = []
                 try:
                     chunk = first
                     while chunk is not None:
                         completion.append(chunk)
-                        await send({"type": "http.response.body", "body": protocol.frame(chunk), "more_body": True})
+                        await send({"type": "http.response.body", "body": wire.frame(chunk), "more_body": True})
                         chunk = await self._next(chunks, deadline)
-                    tail = protocol.final("".join(completion))
+                    tail = wire.final("".join(completion))
                 except RequestError as exc:
                     log.warning("stream ended early: %s", exc.reason)
-                    tail = protocol.stream_error(exc)
+                    tail = wire.stream_error(exc)
                 finishing()
                 await send({"type": "http.response.body", "body": tail})
             finally:
@@ -345,22 +361,11 @@ async def _cancelled_if_gone(receive: Callable) -> AsyncIterator[Callable[[], No
         watcher.cancel()
 
 
-def _claimed(headers: dict, protocol) -> str:
-    """The hotkey a request claims to be signed by (nothing verified yet)."""
-    if not (claimed := protocol.claimed_hotkey(headers)):
-        raise NotAuthenticated("the request carries no hotkey header; sign it with btauth/1")
-    return claimed
-
-
 def _target(scope: dict) -> str:
     """The request target as the client sent it: what btauth/1 signs."""
     path = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string", b"")
     return (path + b"?" + query if query else path).decode("latin-1")
-
-
-async def send_json(send: Callable, status: int, payload: Any, headers: dict[str, str]) -> None:
-    await send_bytes(send, status, json.dumps(payload).encode(), "application/json", headers)
 
 
 async def send_bytes(send: Callable, status: int, body: bytes, content_type: str,

@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from typing import Mapping, Optional
 
 from bittensor import http_auth
 
-from ..errors import NotAuthenticated, RequestError
-from ..protocol import TerminalInfo, decode_json
+from ..errors import NotAuthenticated
+from ..prompting import TerminalInfo, decode_json
 from .replay import check_fence
+from .replies import JsonReplies
 
 CLAIMED_HOTKEY = http_auth.HEADER_HOTKEY.lower()
 
 
-class BtAuth:
+class BtAuth(JsonReplies):
     """Verifies btauth/1 requests addressed to `self_hotkey`.
 
     Replays are caught by a nonce store (server/replay.py) that keeps every accepted nonce at
     least as long as the freshness window (`max_age + allowed_skew`), as `http_auth.verify` requires.
     """
 
-    protocol = "btauth"
+    name = "btauth"
 
     def __init__(self, self_hotkey: str, *, max_age: float, allowed_skew: float,
                  require_receiver: bool, nonce_store):
         self.self_hotkey = self_hotkey
         self.max_age, self.allowed_skew, self.require_receiver = max_age, allowed_skew, require_receiver
         self.nonce_store = nonce_store
+
+    @staticmethod
+    def claims(headers: Mapping[str, str]) -> bool:
+        return CLAIMED_HOTKEY in headers
 
     @staticmethod
     def claimed_hotkey(headers: Mapping[str, str]) -> Optional[str]:
@@ -65,31 +69,3 @@ class BtAuth:
         except http_auth.AuthError as exc:
             raise NotAuthenticated(f"{type(exc).__name__}: {exc}") from None
         return TerminalInfo(hotkey=caller.hotkey_ss58, ip=ip, nonce=caller.nonce_ns)
-
-    @staticmethod
-    def success(reply: dict, body: dict, process_time: float) -> tuple[dict, dict]:
-        """The request's fields, the outputs filled."""
-        return reply, {}
-
-    @staticmethod
-    def failure(error: RequestError) -> tuple[dict, dict]:
-        return {"error": error.error, "reason": error.reason}, error.headers
-
-    @staticmethod
-    def stream_headers() -> list[tuple[bytes, bytes]]:
-        return [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-
-    @staticmethod
-    def frame(chunk: str) -> bytes:
-        """One server-sent event per chunk: `data: {"chunk": ...}`."""
-        return b"data: " + json.dumps({"chunk": chunk}).encode() + b"\n\n"
-
-    @staticmethod
-    def final(completion: str) -> bytes:
-        """The closing event carries the whole completion."""
-        return b"event: done\ndata: " + json.dumps({"completion": completion}).encode() + b"\n\n"
-
-    @staticmethod
-    def stream_error(error: RequestError) -> bytes:
-        payload = {"status": error.status, "error": error.error, "reason": error.reason}
-        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"

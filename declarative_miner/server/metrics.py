@@ -12,14 +12,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 
 class Metrics:
-    """Requests by protocol, route and status, their latency, and gauges read at scrape time."""
+    """Requests by wire format, route and status, their latency, and gauges read at scrape time."""
 
     def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]]):
         self.registry = CollectorRegistry()
-        self.requests = Counter("miner_requests", "Requests answered, by protocol, route and HTTP status",
-                                ["protocol", "route", "status"], registry=self.registry)
+        self.requests = Counter("miner_requests", "Requests answered, by wire format, route and HTTP status",
+                                ["wire_format", "route", "status"], registry=self.registry)
         self.latency = Histogram("miner_request_seconds", "Seconds from request to answer (streams: to the end)",
-                                 ["protocol", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+                                 ["wire_format", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         for name, (description, read) in gauges.items():
             self.gauge(name, description, read)
 
@@ -27,9 +27,9 @@ class Metrics:
         """A gauge whose value `read` gives at scrape time."""
         Gauge(name, description, registry=self.registry).set_function(read)
 
-    def observe(self, protocol: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(protocol, route, str(status)).inc()
-        self.latency.labels(protocol, route).observe(seconds)
+    def observe(self, wire_format: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(wire_format, route, str(status)).inc()
+        self.latency.labels(wire_format, route).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -28,11 +28,10 @@ import diskcache
 from ..errors import NotAuthenticated
 from ..files import private_dir, write_private
 from ..processes import alive
-from ..redis_link import RedisLink
+from ..redis_link import REDIS_SCHEMES, RedisLink
 
 log = logging.getLogger(__name__)
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 HEARTBEAT = 0.5  # seconds between touches of a running memory store's marker file
 
 

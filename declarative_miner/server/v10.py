@@ -22,7 +22,7 @@ from bittensor.sp_core import CRYPTO_SR25519
 from bittensor.sp_core import verify as sr25519_verify
 
 from ..errors import MalformedBody, NotAuthenticated, RequestError
-from ..protocol import TerminalInfo, decode_json
+from ..prompting import TerminalInfo, decode_json
 from .replay import check_fresh
 
 CLAIMED_HOTKEY = "bt_header_dendrite_hotkey"
@@ -46,12 +46,16 @@ class V10Auth:
         clock: nanoseconds since the epoch; injectable to verify recorded requests.
     """
 
-    protocol = "v10"
+    name = "v10"
 
     def __init__(self, self_hotkey: str, *, max_age: float, allowed_skew: float, nonce_store,
                  clock: Callable[[], int] = time.time_ns):
         self.self_hotkey, self.max_age, self.allowed_skew = self_hotkey, max_age, allowed_skew
         self.nonce_store, self.clock = nonce_store, clock
+
+    @staticmethod
+    def claims(headers: Mapping[str, str]) -> bool:
+        return CLAIMED_HOTKEY in headers
 
     @staticmethod
     def claimed_hotkey(headers: Mapping[str, str]) -> Optional[str]:
