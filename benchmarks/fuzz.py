@@ -49,7 +49,7 @@ def main() -> None:
     if args.through_server:
         fuzz_through_server(miner, args.cases)
         return
-    app, loop = miner._make_app(), asyncio.new_event_loop()
+    app, loop = miner.asgi_app(), asyncio.new_event_loop()
     caller = open_wallet(dev.DEV_VALIDATOR, "default", wallets).hotkey
     statuses: collections.Counter = collections.Counter()
     started = time.monotonic()

@@ -122,18 +122,26 @@ def _run(index: int, job: Job, start_at: float, queue) -> None:
     queue.put((index, results, used.user + used.system - cpu.user - cpu.system))
 
 
-def run(jobs: list[Job], sign_seconds: float = 3.0) -> tuple[list[list], float, float]:
+def run(jobs: list[Job], sign_seconds: float = 3.0, background: int = 0) -> tuple[list[list], float, float]:
     """Run the jobs in one process each, all starting together; returns
-    ([(latency, status) per request] per job, wall seconds of the run, generator CPU seconds)."""
+    ([(latency, status) per request] per job, wall seconds of the run, generator CPU seconds).
+
+    The first `background` jobs are load around the measured ones (a flood): once the others are
+    done they are stopped, and report nothing."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     start_at = time.time() + sign_seconds
     processes = [context.Process(target=_run, args=(i, job, start_at, queue)) for i, job in enumerate(jobs)]
     for process in processes:
         process.start()
-    outcomes = [queue.get() for _ in processes]
+    outcomes = []
+    while sum(index >= background for index, _, _ in outcomes) < len(jobs) - background:
+        outcomes.append(queue.get())
     ended = time.time()
-    for process in processes:
+    for index, process in enumerate(processes):
+        if index < background and index not in {o[0] for o in outcomes}:
+            process.terminate()
         process.join()
-    per_job = [results for _, results, _ in sorted(outcomes, key=lambda o: o[0])]
+    done = {index: results for index, results, _ in outcomes}
+    per_job = [done.get(index, []) for index in range(len(jobs))]
     return per_job, ended - start_at, sum(cpu for _, _, cpu in outcomes)

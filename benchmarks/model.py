@@ -80,7 +80,7 @@ def main() -> None:
     miner = Miner(compose([f"home={home}", "axon.port=0", "+recipe=llama", f"prompt.model={model}",
                            f"prompt.max_new_tokens={args.tokens}", "cache.ttl=0", "blacklist=open",
                            *([f"prompt.threads={args.threads}"] if args.threads else [])]))
-    backend = miner._prompt_fn
+    backend = miner.backend
     with miner:
         signer = open_wallet(dev.DEV_VALIDATOR, "default", str(home / "dev" / "wallets")).hotkey
         client = MinerClient(signer, "127.0.0.1", miner.port, receiver=miner.hotkey)

@@ -21,9 +21,8 @@ from bittensor.sp_core import ss58_encode
 
 from declarative_miner.chain.metagraph import Metagraph, Neuron
 from declarative_miner.config import compose, to_settings
-from declarative_miner.imports import build
 from declarative_miner.policies.blacklist import build_blacklist
-from declarative_miner.policies.priority import STRATEGIES
+from declarative_miner.policies.priority import build_priority
 from declarative_miner.prompting import Prompting, TerminalInfo
 from declarative_miner.server.scheduler import Scheduler
 
@@ -43,7 +42,7 @@ def policy_cost(size: int, calls: int) -> float:
     """Nanoseconds per request for blacklist + priority, the best of five runs."""
     settings = to_settings(compose())
     blacklist = build_blacklist(settings.blacklist.rules)
-    priority = build(settings.priority.strategy, settings.priority.params, "priority", aliases=STRATEGIES)
+    priority = build_priority(settings.priority.strategy, settings.priority.params)
     graph = metagraph(size)
     # Callers: validators, non-validators and strangers, as a public endpoint sees them.
     requests = [Prompting(dendrite=TerminalInfo(hotkey=hotkey(i), ip="127.0.0.1"))
@@ -65,7 +64,7 @@ async def queue_waits(low: int, high: int, work: float) -> tuple[list[float], li
     scheduler, loop = Scheduler(slots=2, max_waiting=10_000), asyncio.get_running_loop()
     waits: dict[str, list[float]] = {"low": [], "high": []}
     graph = Metagraph(netuid=1, neurons=(Neuron(0, hotkey(0), True, 0, 0, 50_000), Neuron(1, hotkey(1), True, 0, 0, 10)))
-    priority = build("stake", {}, "priority", aliases=STRATEGIES)
+    priority = build_priority("stake", {})
 
     async def one(kind: str) -> None:
         request = Prompting(dendrite=TerminalInfo(hotkey=hotkey(0 if kind == "high" else 1)))

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from .errors import ConfigError, ConfigProblem
 from .schema import MinerConfig
 from .redis_link import REDIS_SCHEMES
+from .server.shedding import MAX_COOLDOWN
 from .server.wire import NAMES as WIRE_FORMATS
 
 
@@ -63,6 +64,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
          "axon.replay_store", axon.replay_store, "auto, memory, disk or a redis:// URL")
     need(axon.max_connections >= 1, "axon.max_connections", axon.max_connections, "at least 1")
     need(axon.max_connections_per_ip >= 1, "axon.max_connections_per_ip", axon.max_connections_per_ip, "at least 1")
+    need(axon.max_refusals_per_ip >= 0, "axon.max_refusals_per_ip", axon.max_refusals_per_ip, "0 (never shed) or more")
+    need(0 < axon.shed_for <= MAX_COOLDOWN, "axon.shed_for", axon.shed_for, f"seconds > 0, at most {MAX_COOLDOWN:g}")
     need(axon.max_unverified_per_ip >= 1, "axon.max_unverified_per_ip", axon.max_unverified_per_ip, "at least 1")
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
     need(bool(axon.wire_formats) and set(axon.wire_formats) <= set(WIRE_FORMATS), "axon.wire_formats",

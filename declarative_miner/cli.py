@@ -63,13 +63,14 @@ def _prevalidate(argv: list[str]) -> None:
 @hydra.main(config_path=str(config.CONF_DIR), config_name=config.PRIMARY, version_base="1.3")
 def _job(cfg: DictConfig) -> Optional[float]:
     from .miner import Miner  # imported here so --help stays fast
+    from .parts import check_stores
 
     try:
         if cfg.mode == Mode.eval:
             return _evaluate(cfg)
         miner = Miner(cfg)
         if miner.settings.mode.value == "validate":
-            miner.check_stores()
+            check_stores(miner.settings)
             print("declarative_miner: the config is valid; it would run:")
             print(miner.summary())
             miner.close()

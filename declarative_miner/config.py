@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
 from enum import Enum
@@ -40,7 +41,9 @@ def recipes() -> list[str]:
 
 
 def register() -> None:
-    """Put the schema and every recipe in Hydra's ConfigStore (recipes form the `recipe` group)."""
+    """Put the schema and every recipe in Hydra's ConfigStore (recipes form the `recipe` group),
+    and the `dm.expand` resolver (`~` expanded) that the run directories under `home` use."""
+    OmegaConf.register_new_resolver("dm.expand", os.path.expanduser, replace=True)
     schema.register()
     store = ConfigStore.instance()
     for name in recipes():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, ConfigProblem
 
@@ -38,11 +38,14 @@ def locate(path: str) -> Any:
     return obj
 
 
-def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[str, str] = {}) -> Any:
+def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[str, str] = {},
+          called_with: Sequence[str] = ()) -> Any:
     """Build the object a config names: a class is instantiated, a function gets its kwargs bound.
 
-    `target` is a short name from `aliases` or any import path. Raises `ConfigError` at `key`
-    when the target cannot be imported or does not accept these keyword arguments; a
+    `target` is a short name from `aliases` or any import path; `called_with` names the
+    arguments each call of a function will pass (a prompt gets the request). Raises
+    `ConfigError` at `key` when the target cannot be imported or its whole signature does not
+    fit (these keyword arguments, the call's arguments, and nothing required left over); a
     `BadArgument` from a constructor is reported at its argument's key (`prompt._target_` ->
     `prompt.<argument>`), a `MissingDependency` with the command that installs it.
     """
@@ -55,7 +58,8 @@ def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[
         expected = "one of " + ", ".join(aliases) + " or an import path" if aliases else "an import path"
         raise ConfigError([ConfigProblem(key, f"cannot import {target!r} ({exc}; expected {expected})")]) from None
     try:
-        inspect.signature(obj).bind_partial(**kwargs)
+        calls = () if inspect.isclass(obj) else called_with  # a class gets only its arguments
+        inspect.signature(obj).bind(*calls, **kwargs)
     except TypeError as exc:
         raise ConfigError([ConfigProblem(key, f"{path} does not take these arguments (got {_names(kwargs)}; {exc})")]) from None
     except ValueError:

@@ -11,40 +11,25 @@ import logging
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
 import bittensor as bt
-from bittensor import http_auth
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
 from .answers import as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
-from .cache import PromptCache, answerer, open_store
-from .chain.network import connect, open_miner_wallet
-from .chain.live import LiveChain
 from .chain.metagraph import Metagraph
-from .checks import Problems, check
 from .config import compose, to_settings
-from .imports import build
-from .policies.blacklist import build_blacklist
-from .policies.cells import open_cells
-from .policies.priority import STRATEGIES
+from .parts import build_app, build_parts, open_replay_store
 from .prompts.usage import Usage
 from .prompting import Prompting
-from .synapses import Synapse, build_synapses
-from .server.app import Limits, MinerApp
-from .server.metrics import Metrics
-from .redis_link import REDIS_SCHEMES, check_reachable
-from .server.replay import open_store as open_nonce_store
-from .server.scheduler import Scheduler
+from .server.app import MinerApp
 from .server.serving import HttpServer
 from .server.threads import DaemonThreadPool
-from .server.wire import open_wire_formats
 from .server.workers import supervise
+from .synapses import Synapse
 
 log = logging.getLogger(__name__)
-
 
 
 class Miner:
@@ -69,38 +54,16 @@ class Miner:
         self._config = cfg
         self.settings = s = to_settings(cfg)
         self.subtensor = subtensor
-        problems = Problems()
-        problems.found.extend(check(s))
-        # not_created: dev files mode=validate found missing (the first run creates them)
-        self.wallet, self.not_created = (wallet, []) if wallet else (problems.attempt(lambda: open_miner_wallet(s))
-                                                                     or (None, []))
-        self.chain: Optional[LiveChain] = None
-        if self.wallet is not None and not problems.found:  # never dial a chain on a bad config
-            self._sync, self.chain = problems.attempt(
-                lambda: connect(s, self.hotkey, subtensor, stand_in=bool(self.not_created))) or (None, None)
-        self._blacklist = problems.attempt(lambda: build_blacklist(s.blacklist.rules))
-        self._priority = problems.attempt(lambda: build(
-            s.priority.strategy, s.priority.params, "priority.strategy", aliases=STRATEGIES))
-        target = s.prompt.get("_target_", "")
-        self._prompt_fn = problems.attempt(lambda: build(
-            target, {k: v for k, v in s.prompt.items() if k != "_target_"}, "prompt._target_"))
-        self.synapses = problems.attempt(lambda: build_synapses(s.synapses))
-        problems.raise_if_any()
-        log.info("Instantiating prompt <%s>", target)
         own_prompt = None if type(self).prompt is Miner.prompt else f"{type(self).__module__}.{type(self).__qualname__}"
-        self.cache = PromptCache(s.cache.ttl, s.cache.on_hit.value, s.cache.scope,
-                                 s.cache.namespace or answerer(s.prompt, own_prompt), open_store(
-                                     s.axon.replay_store, s.axon.workers, capacity=s.cache.max_entries,
-                                     directory=str(Path(s.cache.directory).expanduser()), size_limit=s.cache.size_limit,
-                                     sync_writes=s.cache.sync_writes, lease=s.axon.request_timeout + 1)
-                                 if s.cache.ttl > 0 else None)
+        self._parts = parts = build_parts(s, wallet=wallet, subtensor=subtensor, own_prompt=own_prompt)
+        log.info("Instantiating prompt <%s>", s.prompt.get("_target_"))
+        self.wallet, self.not_created, self.chain, self._sync = parts.wallet, parts.not_created, parts.chain, parts.sync
+        self._blacklist, self._priority, self._prompt_fn = parts.blacklist, parts.priority, parts.prompt
+        self.synapses, self.cache, self._budgets = parts.synapses, parts.cache, parts.budgets
         self._executor = DaemonThreadPool(s.axon.max_concurrency, "prompt")
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
         self._nonces = None  # the replay store, opened with the server
-        self._budgets = open_cells(s.axon.replay_store, s.axon.workers, s.home) if self._blacklist.shareable else None
-        for rule in self._blacklist.shareable if self._budgets is not None else ():
-            rule.share(self._budgets)  # rate limits are one budget across workers (and machines)
 
     # -- the seed's API -------------------------------------------------------------------
 
@@ -252,6 +215,11 @@ class Miner:
         return self._sync.current
 
     @property
+    def backend(self) -> Any:
+        """The configured prompt callable: `prompt._target_` built with its arguments."""
+        return self._prompt_fn
+
+    @property
     def usage(self) -> Optional[Usage]:
         """Token counts of a model backend that reports them (None for plain prompt callables)."""
         usage = getattr(self._prompt_fn, "usage", None)
@@ -282,7 +250,7 @@ class Miner:
 
     def _new_server(self) -> HttpServer:
         a = self.settings.axon
-        return HttpServer(self._make_app(), a.ip, a.port, drain_timeout=a.request_timeout,
+        return HttpServer(self.asgi_app(), a.ip, a.port, drain_timeout=a.request_timeout,
                           max_connections=a.max_connections, max_connections_per_ip=a.max_connections_per_ip,
                           max_header_bytes=a.max_header_bytes,
                           header_timeout=a.request_timeout)
@@ -318,16 +286,15 @@ class Miner:
         network = self.settings.network
         bound = network.max_snapshot_age or 3 * network.sync_interval
         age = self.metagraph.age
-        if age > bound:
-            return f"the metagraph is {age:.0f} s old (bound {bound:g} s): refreshing it has failed since; retrying"
-        return None
+        if age <= bound:
+            return None
+        why = f"refreshing it failed ({self._sync.failure})" if self._sync.failure else "no refresh has finished yet"
+        return f"the metagraph is {age:.0f} s old (bound {bound:g} s): {why}; retrying every {network.sync_interval:g} s"
 
     def _replay_store(self):
-        a = self.settings.axon
         if self._nonces is not None:
             self._nonces.close()
-        self._nonces = open_nonce_store(a.replay_store, a.workers, self.settings.home,
-                                  max_age=a.max_age, allowed_skew=a.allowed_skew)
+        self._nonces = open_replay_store(self.settings)
         return self._nonces
 
     def _close_files(self) -> None:
@@ -338,39 +305,11 @@ class Miner:
             self._nonces.close()
             self._nonces = None
 
-    def _make_app(self) -> MinerApp:
-        a = self.settings.axon
+    def asgi_app(self) -> MinerApp:
+        """The ASGI app that serves this miner, its cache and replay store opened (what `run`
+        hands uvicorn; any ASGI server can run it)."""
         self._open_cache()
-        nonces = self._replay_store()
-        wire_formats = open_wire_formats(self.hotkey, accepted=a.wire_formats, max_age=a.max_age,
-                                         allowed_skew=a.allowed_skew, require_receiver=a.require_receiver,
-                                         nonce_store=nonces)
-        scheduler = Scheduler(a.max_concurrency, a.max_queue)
-        metrics = Metrics({
-            "miner_queue_depth": ("Requests waiting for a slot", lambda: scheduler.waiting),
-            "miner_overrunning_prompts": ("Prompts still running in threads after their request ended",
-                                          lambda: scheduler.overrunning),
-            "miner_cache_hits": ("Prompts answered from the cache since start", lambda: self.cache.hits),
-            "miner_cache_unsaved": ("Answered prompts not yet written to disk (what a kill -9 would lose)",
-                                    lambda: self.cache.unsaved),
-            "miner_metagraph_age_seconds": ("Seconds since the metagraph was read", lambda: self.metagraph.age),
-            "miner_metagraph_block": ("Block of the metagraph in use", lambda: self.metagraph.block),
-        })
-        if (usage := self.usage) is not None:
-            for count in ("prompt_tokens", "completion_tokens"):
-                metrics.gauge(f"miner_{count}", f"{count.replace('_', ' ').capitalize()} the model reported since start",
-                              lambda count=count: usage.totals()[count])
-        return MinerApp(
-            wire_formats=wire_formats, synapses=self.synapses,
-            sign_reply=functools.partial(http_auth.sign, self.wallet.hotkey) if a.sign_responses else None, blacklist=self.blacklist,
-            priority=self.priority, answer=self._answer, stream=self._answer_stream,
-            health=self.health, unavailable=self.unavailable, on_verified=self._blacklist.count,
-            scheduler=scheduler, metrics=metrics,
-            limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue,
-                          a.max_unverified_per_ip),
-            on_startup=[self._announce, self._sync.start, self.cache.start],
-            on_shutdown=[self._sync.stop, self.cache.stop, self._close_prompt, self._save_nonces],
-        )
+        return build_app(self.settings, self._parts, self, self._replay_store())
 
     async def _announce(self) -> None:
         a = self.settings.axon
@@ -392,11 +331,6 @@ class Miner:
             "uid": neuron.uid if neuron else None, "pid": os.getpid(), "metagraph_block": self.metagraph.block,
             "metagraph_age": round(self.metagraph.age, 3),
         }
-
-    def check_stores(self) -> None:
-        """What `mode=validate` asks beyond building: the shared store the server would use answers."""
-        if self.settings.axon.replay_store.startswith(REDIS_SCHEMES):
-            check_reachable(self.settings.axon.replay_store, "axon.replay_store")
 
     def summary(self) -> str:
         """What would run, one line per part (printed by `mode=validate`)."""

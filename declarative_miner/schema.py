@@ -57,6 +57,8 @@ class AxonConfig:
     max_connections: int = 2048  # open connections at once (per worker); beyond that new requests get 503
     max_connections_per_ip: int = 128  # open connections from one address (a v10 Dendrite pools up to 100); more are closed at once
     max_unverified_per_ip: int = 16  # requests from one address whose signature is not yet verified; more get 429
+    max_refusals_per_ip: int = 100  # refused unverified requests per second from one address before it is shed (not read); 0 never sheds
+    shed_for: float = 1.0  # seconds an address is first shed; doubling each time it floods again within a minute, at most 60
     workers: int = 1  # server processes on this port; they share the prompt cache and the replay store
     replay_store: str = "auto"  # accepted nonces: memory (kept across restarts), disk (shared by workers), redis://… (by machines), auto
     max_age: float = 10.0  # seconds a signed nonce stays fresh (btauth/1 and v10 alike)

@@ -215,12 +215,12 @@ def _answer(answer: Any, key: str, problem: Callable[[str, str], None]) -> tuple
         return None, ""
     kwargs = {k: v for k, v in answer.items() if k != "_target_"}
     try:
-        return build(answer["_target_"], kwargs, f"{key}.answer._target_"), json.dumps(dict(answer), sort_keys=True,
-                                                                                      default=str)
+        built = build(answer["_target_"], kwargs, f"{key}.answer._target_", called_with=("request",))
     except ConfigError as exc:
         for p in exc.problems:
             problem(p.key.removeprefix(key + "."), p.message)
         return None, ""
+    return built, json.dumps(dict(answer), sort_keys=True, default=str)
 
 
 def _request_class(name: str, path: Optional[str], inputs: Mapping[str, Any], defaults: Mapping[str, Any],

@@ -5,12 +5,18 @@ the suite: nothing real can be a chain here."""
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 
 from bittensor.balance import Balance
 from bittensor.result import ExtrinsicResult
 
 RAO = 10**9
+
+
+def encoded(call) -> bytes:
+    """A call as bytes to sign: module, function and parameters, in a canonical order."""
+    return json.dumps([call.module, call.function, call.params], sort_keys=True, default=str).encode()
 
 
 @dataclass
@@ -30,7 +36,7 @@ class FakeSubstrate:
     neurons: list[ChainNeuron]
     block: int = 1000
     reachable: bool = True
-    submitted: list = field(default_factory=list)  # (call, signer ss58, signature of b"probe") per extrinsic
+    submitted: list = field(default_factory=list)  # (call, signer ss58, signature of encoded(call)) per extrinsic
     token_symbols: dict = field(default_factory=dict)
 
     def balance(self, rao: int, netuid: int = 0) -> Balance:
@@ -83,7 +89,8 @@ class FakeSubstrate:
 
     async def submit(self, call, keypair, **kwargs) -> ExtrinsicResult:
         self._check()
-        self.submitted.append((call, keypair.ss58_address, bytes(keypair.sign(b"probe"))))
+        # What a real node would check: the extrinsic (here its call, canonically encoded) signed by `keypair`.
+        self.submitted.append((call, keypair.ss58_address, bytes(keypair.sign(encoded(call)))))
         params = call.params
         for n in self.neurons:
             if n.hotkey == keypair.ss58_address:

@@ -34,9 +34,12 @@ def hotkey_of_caller(request: Prompting) -> str:
     return request.dendrite.hotkey
 
 
-def counting(request: Prompting, calls: list = []) -> str:  # noqa: B006 - the shared call log
-    calls.append(time.monotonic())
-    return f"call {len(calls)}"
+def counting(request: Prompting, path: str) -> str:
+    """Says how many times it has run, counting in the file at `path` (one per test)."""
+    with open(path, "a+") as log:
+        log.write("call\n")
+        log.seek(0)
+        return f"call {len(log.readlines())}"
 
 
 served: list[str] = []
@@ -99,3 +102,13 @@ def waits_for_file(request: Prompting, path: str) -> str:
     while not pathlib.Path(path).exists():
         time.sleep(0.05)  # polls the file system: the creator may be another process
     return "after " + request.messages[-1]
+
+
+class SlowToLoad:
+    """A backend whose construction takes `seconds`, as a large model's load does."""
+
+    def __init__(self, seconds: float):
+        time.sleep(seconds)
+
+    def __call__(self, request: Prompting) -> str:
+        return request.messages[-1]

@@ -31,7 +31,8 @@ def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("floor btauth/1 c=2", "miner btauth/1 c=2", "miner v10 route c=2", "miner blacklisted c=2",
-                "validator under 20-caller flood", "validator under forged-claim flood",
+                "validator under 20-caller flood, never sheds", "validator under forged claims, never sheds",
+                "validator under 20-caller flood, sheds (default)", "validator under forged claims, sheds (default)",
                 "validator, 600 held connections", "forged v10 1 MB", "stock v10 Axon c=2",
                 "miner CPU/request vs floor", "blacklisted vs served", "503s under 600 held connections"):
         assert row in result.stdout, result.stdout

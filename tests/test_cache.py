@@ -106,10 +106,11 @@ def test_a_claim_of_a_killed_process_is_void_at_once_even_before_it_is_reaped():
 
 
 def test_reuse_waiting_for_a_killed_owner_answers_itself(tmp_path):
-    cache = PromptCache(60, "reuse", "global", "test", LocalStore(1000, str(tmp_path / "cache"), 2**30, False))
+    store = LocalStore(1000, str(tmp_path / "cache"), 2**30, False)
+    cache = PromptCache(60, "reuse", "global", "test", store)
     cache.open()
     key = cache.key("Prompting", {"messages": ["x"]}, None)
-    pid = _claimed_in_child(cache._store.table, key)
+    pid = _claimed_in_child(store.table, key)
 
     async def answer() -> str:
         return "answered here"

@@ -12,7 +12,7 @@ from declarative_miner.errors import ConfigError
 from declarative_miner.miner import Miner
 
 from .conftest import wait_until
-from .fake_substrate import ChainNeuron, FakeSubstrate
+from .fake_substrate import ChainNeuron, FakeSubstrate, encoded
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_the_endpoint_is_published_signed_by_the_hotkey_only_when_it_differs(liv
     assert (call.module, call.function) == ("SubtensorModule", "serve_axon")
     assert (call.params["ip"], call.params["port"], call.params["netuid"]) == (3405803783, 9000, 3)
     assert signer == hotkeys["dev-miner"].ss58_address
-    assert hotkeys["dev-miner"].verify(b"probe", signature)
+    assert hotkeys["dev-miner"].verify(encoded(call), signature)  # this very call, signed by the hotkey
     with live_miner("axon.external_port=9000"):
         pass
     assert len(chain.submitted) == 1  # already on chain: nothing sent
@@ -94,19 +94,20 @@ def test_resync_picks_up_new_validators_without_a_request_reading_the_chain(live
 
 def test_an_unreachable_chain_keeps_the_last_snapshot_then_fails_closed_until_a_sync_works(
         live_miner, chain, client_for, caplog):
-    with live_miner("network.sync_interval=0.1", "network.max_snapshot_age=0.6", "cache.ttl=0") as miner:
+    # The first refresh fails 0.1 s in; the snapshot stays trusted for 3 s: ample to be served on it.
+    with live_miner("network.sync_interval=0.1", "network.max_snapshot_age=3", "cache.ttl=0") as miner:
         client = client_for(miner)
         chain.reachable = False
         with caplog.at_level(logging.WARNING):
             wait_until(lambda: "metagraph refresh failed, serving on the snapshot" in caplog.text)
-        if miner.metagraph.age < 0.6:
-            assert client.prompt(["still"]).status == 200
-        wait_until(lambda: miner.metagraph.age > 0.6)
+        assert client.prompt(["still"]).status == 200
+        wait_until(lambda: miner.metagraph.age > 3)
         closed = client.prompt(["closed"])
         assert (closed.status, closed.error) == (503, "unavailable")
-        assert "the metagraph is" in closed.reason and closed.headers["retry-after"] == "5"
+        assert closed.reason.startswith("the metagraph is ") and closed.headers["retry-after"] == "5"
+        assert "(bound 3 s): refreshing it failed (" in closed.reason  # the truth: a refresh was tried
         chain.reachable = True
-        wait_until(lambda: miner.metagraph.age < 0.6)
+        wait_until(lambda: miner.metagraph.age < 3)
         assert client.prompt(["open again"]).status == 200
 
 
@@ -143,3 +144,14 @@ def test_a_missing_wallet_names_the_path_and_the_btcli_command(home, tmp_path):
     [problem] = caught.value.problems
     assert problem.key == "wallet.hotkey" and f"no hotkey file at {tmp_path}/nobody/hotkeys/default" in problem.message
     assert "btcli wallet new-hotkey --wallet.name nobody --wallet.hotkey default" in problem.message
+
+
+def test_a_miner_slower_to_build_than_its_snapshot_bound_refreshes_before_serving(make_miner, client_for):
+    """The metagraph is read first, then the prompt loads for 3.5 s, past the 3 s bound: serving
+    starts with a refresh, so the first request is answered, not refused as stale."""
+    with make_miner("network.sync_interval=1", "prompt._target_=tests.prompts.SlowToLoad",
+                    "+prompt.seconds=3.5", "cache.ttl=0") as miner:
+        first = client_for(miner).prompt(["first"])
+        age = miner.metagraph.age
+    assert (first.status, first.completion) == (200, "first")
+    assert age < 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 from omegaconf import OmegaConf
@@ -170,3 +171,27 @@ def test_validate_checks_what_the_server_would_use(tmp_path, home, override, mes
     result = run_cli(f"home={home}", "mode=validate", override, cwd=tmp_path)
     assert result.returncode == 2, result.stdout
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("prompt._target_=operator.add", "prompt._target_: operator.add does not take these arguments (got none; "
+                                     "missing a required argument: 'b')"),
+    ("priority.strategy=operator.not_", "priority.strategy: operator.not_ does not take these arguments (got none; "
+                                        "too many positional arguments)"),
+])
+def test_a_callable_whose_whole_signature_does_not_fit_its_calls_is_refused_at_start(home, override, message):
+    """`def needs(request, model)` built without `model` would fail on every request: refuse it now."""
+    with pytest.raises(ConfigError) as raised:
+        Miner(compose([f"home={home}", override]))
+    assert message in str(raised.value)
+
+
+def test_run_logs_go_under_home_never_into_the_working_directory(tmp_path):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DECLARATIVE_MINER_HOME"} | {"HOME": str(home)}
+    result = run_cli("mode=validate", cwd=cwd, env=env)  # home is its default, ~/.declarative_miner
+    assert result.returncode == 0, result.stderr
+    assert list(cwd.iterdir()) == []  # no outputs/, no directory named ~
+    [run] = (home / ".declarative_miner" / "runs").glob("*/*")  # home/runs/DATE/TIME, ~ expanded
+    assert (run / ".hydra" / "config.yaml").is_file()

@@ -109,7 +109,7 @@ def test_a_forged_epistula_claim_from_another_address_is_refused_before_its_body
     body = json.dumps(MESSAGES).encode()
     with make_miner() as miner:
         headers = epistula(hotkeys["dev-validator"], body, miner.hotkey, timestamp_ms=1)
-        lines = [f"POST /Prompting HTTP/1.1", "Host: miner", f"Content-Length: {len(body)}",
+        lines = ["POST /Prompting HTTP/1.1", "Host: miner", f"Content-Length: {len(body)}",
                  *(f"{k}: {v}" for k, v in headers.items())]
         with connect(miner.port) as sock:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())  # headers only: the body is withheld

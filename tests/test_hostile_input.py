@@ -22,7 +22,7 @@ def app_loop(tmp_path_factory, wallets_dir, hotkeys):
     miner = Miner(compose([f"home={home}", "blacklist=open", "axon.request_timeout=2",
                            "network.max_snapshot_age=1e9"]))
     loop = asyncio.new_event_loop()
-    yield miner._make_app(), loop
+    yield miner.asgi_app(), loop
     loop.close()
     miner.close()
 

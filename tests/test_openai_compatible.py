@@ -70,6 +70,8 @@ def test_the_openai_recipe_serves_the_model_server_streamed_or_not(openai_miner,
     assert plain.status == streamed.status == v10.status == 200
     assert plain.completion == streamed.completion == v10.completion != ""  # greedy: deterministic
     assert len(streamed.chunks) > 1
+    # Three times the same prompt: the server's count of it, three times (0 if the count was dropped).
+    assert usage["prompt_tokens"] > 0 and usage["prompt_tokens"] % 3 == 0
     assert usage == {"requests": 3, "prompt_tokens": usage["prompt_tokens"], "completion_tokens": 3 * NEW_TOKENS}
 
 

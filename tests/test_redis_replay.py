@@ -91,10 +91,9 @@ def test_the_prompt_cache_is_one_across_machines_in_redis(make_miner, client_for
             make_miner(f"axon.replay_store={url}", "cache.directory=${home}/b") as second:
         assert client_for(first).prompt(["asked of two machines"]).status == 200
         assert client_for(second).prompt(["asked of two machines"]).status == 409
-    with make_miner(f"axon.replay_store={url}", "cache.on_hit=reuse", "prompt._target_=tests.prompts.counting",
-                    "cache.directory=${home}/c") as first, \
-            make_miner(f"axon.replay_store={url}", "cache.on_hit=reuse", "prompt._target_=tests.prompts.counting",
-                       "cache.directory=${home}/d") as second:
+    counting = ["cache.on_hit=reuse", "prompt._target_=tests.prompts.counting", "+prompt.path=${home}/calls"]
+    with make_miner(f"axon.replay_store={url}", *counting, "cache.directory=${home}/c") as first, \
+            make_miner(f"axon.replay_store={url}", *counting, "cache.directory=${home}/d") as second:
         answered = client_for(first).prompt(["reused across machines"]).completion
         assert client_for(second).prompt(["reused across machines"]).completion == answered
     with make_miner(f"axon.replay_store={url}", "cache.clear=true", "cache.directory=${home}/e") as cleared:

@@ -51,9 +51,9 @@ def test_a_prompt_is_served_again_once_its_ttl_has_passed(make_miner, client_for
         assert status == 200
 
 
-def test_reuse_answers_a_repeat_from_the_cache_without_calling_the_prompt(make_miner, client_for):
-    prompts.counting.__defaults__[0].clear()
-    with make_miner("cache.on_hit=reuse", "prompt._target_=tests.prompts.counting") as miner:
+def test_reuse_answers_a_repeat_from_the_cache_without_calling_the_prompt(make_miner, client_for, tmp_path):
+    with make_miner("cache.on_hit=reuse", "prompt._target_=tests.prompts.counting",
+                    f"+prompt.path={tmp_path / 'calls'}") as miner:
         client = client_for(miner)
         assert [client.prompt(["same"]).completion for _ in range(3)] == ["call 1"] * 3
 

@@ -26,17 +26,21 @@ def test_an_async_generator_prompt_streams(make_miner, client_for):
     assert reply.chunks == ["a\n", "b\n", "c\n"]
 
 
-def test_a_duplicate_stream_is_refused_before_any_chunk_and_cached_streams_reuse(make_miner, client_for):
+def test_a_duplicate_stream_is_refused_before_any_chunk_and_cached_streams_reuse(make_miner, client_for, tmp_path):
     with make_miner() as miner:
         client = client_for(miner)
         assert client.stream(["once only"]).status == 200
         again = client.stream(["once only"])
         assert (again.status, again.error, again.chunks) == (409, "duplicate prompt", [])
         assert client.prompt(["once only"]).status == 409  # one cache for both routes
-    with make_miner("cache.on_hit=reuse") as miner:
+    # A prompt that answers differently each call: only the cache can make the repeats agree.
+    with make_miner("cache.on_hit=reuse", "prompt._target_=tests.prompts.counting",
+                    f"+prompt.path={tmp_path / 'calls'}") as miner:
         client = client_for(miner)
-        assert client.stream(["twice"]).chunks == ["twice"]
-        assert client.prompt(["twice"]).completion == "twice"
+        assert client.stream(["twice"]).chunks == ["call 1"]
+        assert client.stream(["twice"]).chunks == ["call 1"]  # the stream is replayed from the cache
+        assert client.prompt(["twice"]).completion == "call 1"
+        assert client.stream(["new"]).chunks == ["call 2"]
 
 
 def test_a_prompt_failing_mid_stream_ends_it_with_an_error_event_and_the_miner_keeps_serving(make_miner, client_for):

@@ -7,6 +7,8 @@ direct `generate` call on the same model, never on what the text says.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import socket
 import threading
 
 import pytest
@@ -43,7 +45,7 @@ def direct_generate(backend, chat: list[dict]) -> tuple[str, int]:
 
 def test_the_llama_recipe_answers_as_generate_would_streamed_or_not(llama, client_for):
     with llama() as miner:
-        client, backend = client_for(miner), miner._prompt_fn
+        client, backend = client_for(miner), miner.backend
         expected, tokens = direct_generate(backend, [{"role": "user", "content": "hello world"}])
         plain = client.prompt(["hello world"])
         streamed = client.stream(["hello world"])
@@ -55,17 +57,23 @@ def test_the_llama_recipe_answers_as_generate_would_streamed_or_not(llama, clien
     assert backend.usage.totals()["completion_tokens"] == 3 * NEW_TOKENS
 
 
-def test_the_model_loads_once_at_start_up_not_per_request(llama, client_for):
+def test_the_model_loads_once_at_start_up_not_per_request(llama, client_for, monkeypatch):
+    from declarative_miner.prompts import transformers_model
+
+    loads = []
+    real = transformers_model.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers_model.AutoModelForCausalLM, "from_pretrained",
+                        lambda *args, **kwargs: loads.append(args) or real(*args, **kwargs))
     with llama() as miner:
-        model = miner._prompt_fn.model
-        client_for(miner).prompt(["one"])
-        client_for(miner).prompt(["two"])
-        assert miner._prompt_fn.model is model
+        assert len(loads) == 1  # while the miner was built
+        replies = [client_for(miner).prompt([text]) for text in ("one", "two", "three")]
+    assert [reply.status for reply in replies] == [200] * 3
+    assert len(loads) == 1  # and never again
 
 
 def test_the_chat_goes_through_the_template_with_the_system_prompt_first(llama, client_for):
     with llama("prompt.system_prompt=be brief") as miner:
-        backend = miner._prompt_fn
+        backend = miner.backend
         reply = client_for(miner).prompt(["hi", "hello", "how are you"], roles=["user", "assistant", "user"])
         expected, _ = direct_generate(backend, [
             {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
@@ -102,7 +110,7 @@ def test_concurrent_requests_answer_as_they_would_alone(llama, client_for):
 def test_request_timeout_stops_a_long_generation(make_miner, tiny_model, client_for):
     with make_miner("+recipe=llama", f"prompt.model={tiny_model}", "prompt.threads=1",
                     "prompt.max_new_tokens=4000", "axon.request_timeout=0.5") as miner:
-        backend = miner._prompt_fn
+        backend = miner.backend
         reply = client_for(miner).prompt(["go on and on"])
         assert (reply.status, reply.error) == (504, "prompt timed out")
         wait_until(lambda: backend.usage.totals()["requests"] == 1)  # generate() has returned
@@ -122,6 +130,20 @@ def test_a_model_that_cannot_be_found_fails_validation_with_exit_2(home, tmp_pat
     assert hub.returncode == 2, hub.stderr
     assert "prompt.model: cannot load it (got nobody/not-a-model" in hub.stderr
     assert "hf download nobody/not-a-model" in hub.stderr
+
+
+def test_an_unreachable_hub_is_asked_once_and_named(home, tmp_path):
+    """Not offline by choice: the hub (a closed port here) refuses; one short error, no retries."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"HF_ENDPOINT": endpoint}
+    hub = run_cli("+recipe=llama", "prompt.model=nobody/not-a-model", f"home={home}", "mode=validate",
+                  cwd=tmp_path, env=env)
+    assert hub.returncode == 2, hub.stderr
+    assert (f"prompt.model: cannot load it (got nobody/not-a-model: the hub at {endpoint} is unreachable and the "
+            "model is not in the local cache") in hub.stderr
+    assert "retry" not in hub.stderr.lower() and len(hub.stderr.splitlines()) <= 3, hub.stderr
 
 
 def test_mode_validate_loads_the_model_and_names_it(home, tmp_path, tiny_model):

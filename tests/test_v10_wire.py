@@ -147,3 +147,22 @@ def test_a_refusal_quoting_control_characters_still_makes_valid_headers():
     payload, headers = V10Auth.failure(NotAuthenticated("bad \n nonce \x00 \x7f"))
     assert payload["message"] == "authentication failed: bad \n nonce \x00 \x7f"  # the body keeps it (JSON escapes it)
     assert headers["bt_header_axon_status_message"] == "authentication failed: bad ? nonce ? ?"
+
+
+def test_the_reply_to_the_recorded_request_has_the_shape_the_stock_axon_gave_it():
+    """ok.response.bin is a stock 10.5.0 Axon's answer to ok.request.bin; ok.dendrite_view.json is
+    what the Dendrite made of it. Ours must carry the same fields and read the same way."""
+    headers, raw = recorded()
+    verifier = auth()
+    _, body = verifier.authenticate(headers, raw, method="POST", path="/Prompting", ip=None)
+    reply, reply_headers = verifier.success(
+        {"roles": body["roles"], "messages": body["messages"], "completion": "hello wire"}, body, 0.001)
+    stock = json.loads((WIRE / "ok.response.bin").read_bytes().partition(b"\r\n\r\n")[2])
+    view = json.loads((WIRE / "ok.dendrite_view.json").read_text())
+    assert set(reply) == set(stock) and set(reply["axon"]) == set(stock["axon"])
+    fields = ("name", "timeout", "roles", "messages", "completion")
+    assert {k: reply[k] for k in fields} == {k: stock[k] for k in fields}
+    assert reply["axon"]["status_code"] == stock["axon"]["status_code"] == view["dendrite"]["status_code"]
+    assert (reply_headers["bt_header_axon_status_code"], reply_headers["bt_header_axon_status_message"]) == (
+        str(view["dendrite"]["status_code"]), view["dendrite"]["status_message"])
+    assert view["completion"] == reply["completion"]

@@ -18,9 +18,14 @@ class MetagraphSync:
     def __init__(self, load: Callable[[], Metagraph], interval: float):
         self._load, self.interval = load, interval
         self.current: Metagraph = load()
+        self.failure: Optional[str] = None  # why the last refresh failed; None once one works
         self._task: Optional[asyncio.Task] = None
 
     async def start(self) -> None:
+        """Refresh in the background; at once if a refresh came due while the miner was built
+        (a model that loads for minutes must not leave the first requests a stale snapshot)."""
+        if self.current.age >= self.interval:
+            await self.refresh()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -31,8 +36,9 @@ class MetagraphSync:
     async def refresh(self) -> None:
         """Read a new snapshot now (in a thread: loaders may block)."""
         try:
-            self.current = await asyncio.to_thread(self._load)
+            self.current, self.failure = await asyncio.to_thread(self._load), None
         except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
             log.warning("metagraph refresh failed, serving on the snapshot from %.0f s ago: %s",
                         self.current.age, exc)
 

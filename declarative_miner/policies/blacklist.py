@@ -175,7 +175,8 @@ def build_blacklist(rules: Mapping[str, Any]) -> Blacklist:
     for name, options in rules.items():
         options = dict(options or {})
         target = options.pop("_target_", name)
-        rule = problems.attempt(lambda: build(target, options, f"blacklist.rules.{name}", aliases=RULES))
+        rule = problems.attempt(lambda: build(target, options, f"blacklist.rules.{name}", aliases=RULES,
+                                              called_with=("request", "metagraph")))
         if rule is not None:
             log.info("Instantiating blacklist rule %s <%s>", name, RULES.get(target, target))
             built.append((name, rule))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from typing import Any, Callable, Mapping
 
 from ..chain.metagraph import Metagraph
+from ..imports import build
 from ..prompting import Prompting
 
 
@@ -65,3 +67,9 @@ STRATEGIES = {
     "time_stake": "declarative_miner.policies.priority:TimeStake",
     "constant": "declarative_miner.policies.priority:Constant",
 }
+
+
+def build_priority(strategy: str, params: Mapping[str, Any]) -> Callable[[Prompting, Metagraph], float]:
+    """The strategy `priority.strategy` names (a short name of STRATEGIES or an import path) with
+    its `params`; `ConfigError` when it cannot be built or called as `f(request, metagraph)`."""
+    return build(strategy, params, "priority.strategy", aliases=STRATEGIES, called_with=("request", "metagraph"))

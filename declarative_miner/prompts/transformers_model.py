@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional
 
@@ -21,6 +23,7 @@ try:
 except ImportError as exc:
     raise MissingDependency("the transformers prompt", exc.name, "pip install 'declarative-miner[llama]'") from exc
 import jinja2  # noqa: E402  (installed with transformers, so imported after the check that names the extra)
+from huggingface_hub import constants as hub_constants  # noqa: E402  (a dependency of transformers)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +200,19 @@ def _device(device: str) -> str:
     return device
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub (`HF_ENDPOINT`) accepts a connection now; False when offline mode is set."""
+    if hub_constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urllib.parse.urlsplit(hub_constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _load(model: str, revision: Optional[str], dtype: Any, device: str) -> tuple[Any, Any]:
     """Tokenizer and model, or a `BadArgument` saying where the model was looked for and what to do."""
     local = Path(model).expanduser()
@@ -204,11 +220,19 @@ def _load(model: str, revision: Optional[str], dtype: Any, device: str) -> tuple
     if looks_local and not (local / "config.json").is_file():
         raise BadArgument("model", f"no model there (got {model}: {'no config.json in it' if local.is_dir() else 'no such directory'}; "
                                    "expected a directory saved with save_pretrained, or a hub id)")
+    # An unreachable hub is asked once, here, instead of through minutes of retries per file.
+    offline = not looks_local and not _hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else model, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else model, revision=revision,
+                                                  local_files_only=offline)
         loaded = AutoModelForCausalLM.from_pretrained(str(local) if looks_local else model, revision=revision,
-                                                      dtype=dtype)
+                                                      dtype=dtype, local_files_only=offline)
     except OSError as exc:
+        if offline:
+            raise BadArgument("model", f"cannot load it (got {model}: the hub at {hub_constants.ENDPOINT} is "
+                                       "unreachable and the model is not in the local cache; expected: run "
+                                       f"`hf download {model}` where the hub is reachable, or point prompt.model "
+                                       "at a local directory)") from None
         raise BadArgument("model", f"cannot load it (got {model}: {str(exc).splitlines()[0]}; expected a hub id "
                                    f"in the local cache or reachable: run `hf download {model}` where the hub is "
                                    "reachable, or point prompt.model at a local directory)") from None

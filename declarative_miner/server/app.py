@@ -29,6 +29,7 @@ from ..synapses import Synapse
 from .metrics import CONTENT_TYPE, Metrics
 from .scheduler import Scheduler, Slot, current_slot
 from .tally import AddressTally
+from .shedding import Shedding
 from .wire import WireFormat, WireFormats
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,13 @@ class MinerApp:
                  health: Callable[[], dict], scheduler: Scheduler, limits: Limits,
                  on_verified: Callable[[Prompting], None] = lambda request: None,
                  sign_reply: Optional[Callable[..., dict[str, str]]] = None,
+                 shedding: Optional[Shedding] = None,
                  unavailable: Callable[[], Optional[str]] = lambda: None,
                  metrics: Optional[Metrics] = None,
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
         self.wire_formats, self.sign_reply = wire_formats, sign_reply
+        self.shedding = shedding or Shedding(0)
         self.routes = {synapse.route: synapse for synapse in synapses.values()}
         self.blacklist, self.priority, self.answer, self.stream = blacklist, priority, answer, stream
         self.health, self.scheduler, self.limits = health, scheduler, limits
@@ -114,6 +117,8 @@ class MinerApp:
             status, payload = exc.status, None  # nobody to answer
         except RequestError as exc:
             status, (payload, extra) = exc.status, wire.failure(exc)
+            if 400 <= exc.status < 500 and CALLER not in scope:  # the caller's doing, and unproven
+                self.shedding.refused((scope.get("client") or ("?",))[0])
         except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
             log.exception("request failed")
             status, (payload, extra) = 500, wire.failure(RequestError(f"{type(exc).__name__}: {exc}"))

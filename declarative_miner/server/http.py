@@ -13,6 +13,8 @@ as long as the client likes. On a public endpoint each is cheap denial-of-servic
 - the body itself is bounded by the app (`axon.request_timeout`, `axon.max_body_bytes`);
 - a request target must be a path (origin-form): btauth/1 signs the target as sent, and uvicorn
   would hand the app only the path of `http://host/path`;
+- the connections of an address the app sheds (server/shedding.py: it floods requests that must
+  be refused), open and new, are not read while it is shed;
 - `Transfer-Encoding` other than exactly `chunked` is refused (400, as RFC 9112 §6.3 asks when
   chunked is not the final coding, and a 4xx like every hostile request here), where httptools
   would read `gzip, chunked` as plain chunked.
@@ -27,6 +29,7 @@ from typing import Optional
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .shedding import Shedding
 from .tally import AddressTally
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
     header_timeout = 12.0
     max_connections_per_ip = 128
     per_ip: AddressTally  # open connections by peer address, shared by one server's connections
+    shedding: Shedding  # the addresses the app sheds, shared with it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -47,16 +51,37 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._header_timer: Optional[asyncio.TimerHandle] = None
         self._lingering = False  # answered, closing: what still arrives is read and thrown away unparsed
         self._ip: Optional[str] = (transport.get_extra_info("peername") or ("?",))[0]
+        self._held: Optional[list[bytes]] = None  # what arrived while the address was shed
         if self.per_ip.held_by(self._ip) >= self.max_connections_per_ip:
             self._ip = None
             transport.close()  # connection_lost cleans up after uvicorn
             return
         self.per_ip.take(self._ip)
         self._start_header_timer()
+        if wait := self.shedding.shed_for(self._ip):
+            self._hold(wait, [])
 
     def data_received(self, data: bytes) -> None:
-        if not self._lingering:
+        if self._lingering:
+            return
+        if self._held is not None:  # already paused: keep it for later, in order
+            self._held.append(data)
+        elif self._ip is not None and (wait := self.shedding.shed_for(self._ip)):
+            self._hold(wait, [data])
+        else:
             super().data_received(data)
+
+    def _hold(self, seconds: float, held: list[bytes]) -> None:
+        self._held = held
+        self.transport.pause_reading()  # the rest waits in the kernel, costing nothing
+        self.loop.call_later(seconds, self._unshed)
+
+    def _unshed(self) -> None:
+        held, self._held = b"".join(self._held or ()), None
+        if self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self.data_received(held)  # shed again if the address still is
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
@@ -138,9 +163,9 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded_protocol(max_header_bytes: int, header_timeout: float,
-                     max_connections_per_ip: int) -> type[HttpToolsProtocol]:
+def guarded_protocol(max_header_bytes: int, header_timeout: float, max_connections_per_ip: int,
+                     shedding: Shedding) -> type[HttpToolsProtocol]:
     """The httptools protocol class bounded by these limits (for `uvicorn.Config(http=...)`)."""
     return type("GuardedHttpTools", (_GuardedHttpTools,),
                 {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout,
-                 "max_connections_per_ip": max_connections_per_ip, "per_ip": AddressTally()})
+                 "max_connections_per_ip": max_connections_per_ip, "per_ip": AddressTally(), "shedding": shedding})

@@ -62,7 +62,8 @@ class HttpServer:
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=max(1, int(drain_timeout)),
                                 limit_concurrency=max_connections,
-                                http=guarded_protocol(max_header_bytes, header_timeout, max_connections_per_ip))
+                                http=guarded_protocol(max_header_bytes, header_timeout, max_connections_per_ip,
+                                                      app.shedding))
         self._uvicorn = _Uvicorn(config, self._ready, drain_timeout)
 
     @property
