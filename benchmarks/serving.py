@@ -223,16 +223,17 @@ def main() -> None:
             alone = repeat(args.reps, lambda: measure(server, jobs(server, "btauth", wallets, dev.DEV_VALIDATOR,
                                                                    miner_hotkey, 1, args.requests // 5, 1)))
             show(f"validator alone c=1, {name}", alone)
-            # 20 unregistered hotkeys on another host, 10 connections in each of two generator processes.
+            # 20 unregistered hotkeys on another host, 10 connections in each of two generator processes,
+            # with more requests than the validator's run lasts for: the flood is stopped when it ends.
             flood = [load.Job(server.port, "btauth", wallets, ",".join(f"flood-{i}" for i in range(p, 20, 2)),
-                              miner_hotkey, 10, args.requests // 20, source=ATTACKER) for p in range(2)]
+                              miner_hotkey, 10, args.requests, source=ATTACKER) for p in range(2)]
             flooded = repeat(args.reps, lambda: measure(
                 server, flood + jobs(server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1,
                                      args.requests // 5, 1), focus=len(flood)))
             show(f"validator under 20-caller flood, {name}", flooded)
             # 20 connections from another address claiming the validator's hotkey, signed with zeros.
             forged_flood = [load.Job(server.port, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 10,
-                                     args.requests // 20, source=ATTACKER, forge=True) for _ in range(2)]
+                                     args.requests, source=ATTACKER, forge=True) for _ in range(2)]
             forged_claims = repeat(args.reps, lambda: measure(
                 server, forged_flood + jobs(server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1,
                                             args.requests // 5, 1), focus=len(forged_flood)))
