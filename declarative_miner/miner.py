@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import inspect
 import json
@@ -27,7 +28,7 @@ from .server.app import MinerApp
 from .server.serving import HttpServer
 from .server.threads import DaemonThreadPool
 from .server.workers import supervise
-from .synapses import Synapse
+from .synapses import PROMPT, Synapse
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,15 @@ class Miner:
         return synapse
 
     def _cache_key(self, synapse: Prompting) -> str:
-        return self._key(self.synapses["Prompting"], synapse)
+        # What `prompt` is asked: every field but the caller and the completion it fills (for each
+        # type `prompt` answers, its inputs), so Prompting and StreamPrompting share their answers.
+        asked = {f.name: getattr(synapse, f.name) for f in dataclasses.fields(synapse)
+                 if f.name not in ("dendrite", "completion")}
+        return self.cache.key(PROMPT, asked, synapse.dendrite.hotkey)
 
     def _key(self, synapse: Synapse, request: Any) -> str:
+        if synapse.answer is None:
+            return self._cache_key(request)
         return self.cache.key(synapse.answered_by, synapse.inputs_of(request), request.dendrite.hotkey)
 
     async def _answer(self, synapse: Synapse, request: Any) -> Any:

@@ -192,9 +192,11 @@ def _build_one(name: str, spec: Any) -> Synapse:
             problem("hash_fields", f"names a field that is not an input (got {field}; expected one of "
                                    f"{', '.join(inputs) or 'no inputs'})")
     text = len(outputs) == 1 and next(iter(outputs.values())) is str
-    if (spec.stream or spec.answer == PROMPT) and not text:
-        problem("outputs", f"must be one str field to be {'streamed' if spec.stream else 'a completion'} "
+    if spec.answer == PROMPT and outputs != {"completion": str}:
+        problem("outputs", f"must be {{completion: str}} for answer: prompt, which fills the completion "
                            f"(got {', '.join(outputs) or 'none'})")
+    elif spec.stream and not text:
+        problem("outputs", f"must be one str field to be streamed (got {', '.join(outputs) or 'none'})")
     answer, answered_by = _answer(spec.answer, key, problem)
     request_class = _request_class(name, spec.request_class, inputs, defaults, outputs, key, problem)
     if problems:

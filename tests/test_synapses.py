@@ -72,13 +72,16 @@ def test_the_ping_is_answered_to_any_signed_caller_and_refused_unsigned(make_min
     ("+synapses.Dummy.inputs.x=integer", "synapses.Dummy.inputs.x: unknown type (got 'integer'; expected str, int"),
     ("synapses.Prompting.hash_fields=[completion]", "synapses.Prompting.hash_fields: names a field that is not an "
                                                     "input (got completion; expected one of roles, messages)"),
-    ("+synapses.Dummy.outputs.n=int", "synapses.Dummy.outputs: must be one str field to be a completion (got n)"),
+    ("+synapses.Dummy.outputs.n=int", "synapses.Dummy.outputs: must be {completion: str} for answer: prompt, "
+                                      "which fills the completion (got n)"),
+    ("+synapses.Tale.outputs.n=int +synapses.Tale.stream=true +synapses.Tale.answer._target_=builtins.repr",
+     "synapses.Tale.outputs: must be one str field to be streamed (got n)"),
     ("+synapses.Synapse.inputs.x=int", "synapses.Synapse: not a synapse name (got 'Synapse'"),
     ("synapses.Prompting.request_class=builtins.dict", "synapses.Prompting.request_class: builtins.dict lacks "
                                                        "declared fields"),
 ])
 def test_a_bad_declaration_exits_2_naming_the_key(tmp_path, home, override, message):
-    result = run_cli(f"home={home}", "mode=validate", override, cwd=tmp_path)
+    result = run_cli(f"home={home}", "mode=validate", *override.split(), cwd=tmp_path)
     assert result.returncode == 2, result.stdout
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -102,3 +105,17 @@ def test_a_misspelt_key_of_a_type_is_named(tmp_path, home):
     result = run_cli(f"home={home}", "mode=validate", "+synapses.Prompting.hash_field=[roles]", cwd=tmp_path)
     assert result.returncode == 2
     assert "synapses.Prompting.hash_field: unknown key (got hash_field; expected one of inputs, outputs" in result.stderr
+
+
+def test_a_prompt_answered_type_of_another_name_is_cached_by_its_inputs(make_miner, hotkeys):
+    """The seed's types removed, `prompt` answers a type of another name: keyed by its inputs."""
+    chat = ["~synapses.Prompting", "~synapses.StreamPrompting", "+synapses.Chat.inputs.messages='list[str]'",
+            "+synapses.Chat.inputs.roles='list[str]'", "+synapses.Chat.outputs.completion=str",
+            "+synapses.Chat.request_class=declarative_miner.prompting.Prompting"]
+    with make_miner(*chat) as miner:
+        asked = {"roles": ["user"], "messages": ["asked twice"]}
+        first, again = (ask(miner, hotkeys["dev-validator"], "/Chat", asked) for _ in range(2))
+        gone = ask(miner, hotkeys["dev-validator"], "/Prompting", asked)
+    assert (first.status_code, first.json()["completion"]) == (200, "asked twice")
+    assert again.status_code == 409
+    assert gone.status_code == 404
