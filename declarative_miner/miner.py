@@ -296,7 +296,8 @@ class Miner:
         if age <= bound:
             return None
         why = f"refreshing it failed ({self._sync.failure})" if self._sync.failure else "no refresh has finished yet"
-        return f"the metagraph is {age:.0f} s old (bound {bound:g} s): {why}; retrying every {network.sync_interval:g} s"
+        return (f"the metagraph is {age:.0f} s old (bound {bound:g} s): {why}; "
+                f"retrying every {network.sync_interval:g} s")
 
     def _replay_store(self):
         if self._nonces is not None:

@@ -40,6 +40,7 @@ def check_reachable(url: str, key: str) -> None:
     try:
         link.call(link.client.ping)
     except Unavailable as exc:
-        raise ConfigError([ConfigProblem(key, f"unreachable (got {url}; expected a running Redis: {exc.reason})")]) from None
+        problem = ConfigProblem(key, f"unreachable (got {url}; expected a running Redis: {exc.reason})")
+        raise ConfigError([problem]) from None
     finally:
         link.close()

@@ -53,3 +53,13 @@ def test_the_model_benchmark_runs_at_a_tiny_size(tmp_path, tiny_model):
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("generate() by hand, whole answer", "through the miner, first chunk", "overhead of the miner"):
         assert row in result.stdout, result.stdout
+
+
+def test_the_openai_server_benchmark_runs_at_a_tiny_size(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "openai_server.py"), "--hidden", "32",
+                             "--layers", "2", "--tokens", "4", "--requests", "2"],
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("server directly, whole answer", "through the miner, first chunk", "overhead of the miner",
+                "first chunk:"):
+        assert row in result.stdout, result.stdout

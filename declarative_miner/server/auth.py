@@ -44,7 +44,8 @@ class BtAuth(JsonReplies):
         return None
 
     def authenticate(self, headers: Mapping[str, str], raw: bytes, *, method: str, path: str,
-                     ip: Optional[str], early: None = None, hash_fields: tuple[str, ...] = ()) -> tuple[TerminalInfo, dict]:
+                     ip: Optional[str], early: None = None,
+                     hash_fields: tuple[str, ...] = ()) -> tuple[TerminalInfo, dict]:
         """The verified caller and the decoded body; the signature (over the raw body's hash,
         so every field is covered and `hash_fields` mean nothing here) is checked before parsing."""
         caller = self.verify(headers, raw, method=method, path=path, ip=ip)

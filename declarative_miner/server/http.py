@@ -81,7 +81,8 @@ class _GuardedHttpTools(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self.transport.resume_reading()
-        self.data_received(held)  # shed again if the address still is
+        if held:
+            self.data_received(held)  # shed again if the address still is
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
