@@ -16,7 +16,7 @@ from typing import Callable
 
 WINDOW = 1.0  # seconds over which refusals are counted
 MAX_COOLDOWN = 60.0  # seconds an address is shed at most
-FORGIVE = 60.0  # seconds after a cool-down ends before the next one starts again from 1 s
+FORGIVE = 60.0  # seconds after a cool-down ends before the next one starts again from `first`
 
 
 class Shedding:
@@ -64,8 +64,9 @@ class Shedding:
     @property
     def tracked(self) -> int:
         """Addresses remembered (refused this second, or shed within the last minute): bounded."""
-        return len(self._refused.keys() | self._cooldown.keys())
+        return len(self._refused.keys() | self._cooldown.keys() | self._until.keys())
 
     def _forget_old(self, now: float) -> None:
-        # Cool-downs that ended over `FORGIVE` ago no longer count: memory stays bounded.
+        # Cool-downs over, and those that ended over `FORGIVE` ago, no longer count: memory stays bounded.
+        self._until = {ip: until for ip, until in self._until.items() if until > now}
         self._cooldown = {ip: c for ip, c in self._cooldown.items() if now - c[1] < FORGIVE}
