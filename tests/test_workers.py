@@ -71,13 +71,17 @@ def test_a_rate_limit_is_one_budget_across_workers(tmp_path, hotkeys, wallets_di
         miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
         served_by, statuses = set(), []
         receiver = hotkeys["dev-miner"].ss58_address
-        for i in range(12):
+        # Which worker accepts a connection is the kernel's choice, often the same one many times
+        # over: go on until both have answered (at least 12 requests, at most 300).
+        for i in range(300):
             body = json.dumps({"roles": ["user"], "messages": [f"budget {i}"]}).encode()
             status, _, _ = send(port, http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting",
                                                      body=body, receiver_ss58=receiver), body)
             statuses.append(status)
             served_by.add(httpx.get(f"http://127.0.0.1:{port}/health").json()["pid"])
+            if len(served_by) == 2 and i >= 11:
+                break
     finally:
         assert miner.stop(signal.SIGTERM) == 0
     assert len(served_by) == 2  # both workers answered on fresh connections
-    assert sorted(statuses) == [200] * 3 + [429] * 9, statuses
+    assert sorted(statuses) == [200] * 3 + [429] * (len(statuses) - 3), statuses
