@@ -13,6 +13,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,13 @@ from bittensor import http_auth
 
 from declarative_miner.server import v10
 from declarative_miner.wallet import open_wallet
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server under test."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass

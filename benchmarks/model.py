@@ -65,12 +65,17 @@ def through_miner(client: MinerClient, text: str, stream: bool) -> float:
     return first[0] - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The random Llama to build and how much to ask of it (shared with benchmarks/openai_server.py)."""
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer")
     parser.add_argument("--requests", type=int, default=12, help="of each kind")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="prompt.threads (default: the recipe's)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dm-model-bench-"))

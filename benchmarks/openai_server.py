@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,14 +35,8 @@ from declarative_miner.miner import Miner  # noqa: E402
 from declarative_miner.wallet import open_wallet  # noqa: E402
 from tests import tiny_model  # noqa: E402
 
-PROMPTS = ["what is two plus two?", "tell me about the quick brown fox", "hello world, how are you today?"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
+from load import free_port  # noqa: E402  (benchmarks/, beside this script)
+from model import PROMPTS, add_model_arguments, through_miner  # noqa: E402
 
 def serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """`transformers serve` on the model, once it answers; (process, its /v1 URL)."""
@@ -82,24 +75,9 @@ def direct(client: openai.OpenAI, model: str, text: str, tokens: int, how: str) 
     return first if how == "first" else time.perf_counter() - started
 
 
-def through_miner(client: MinerClient, text: str, stream: bool) -> float:
-    started = time.perf_counter()
-    if not stream:
-        reply = client.prompt([text])
-        assert reply.status == 200, reply.reason
-        return time.perf_counter() - started
-    first = []
-    reply = client.stream([text], on_chunk=lambda chunk: first or first.append(time.perf_counter()))
-    assert reply.status == 200, reply.reason
-    return first[0] - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer")
-    parser.add_argument("--requests", type=int, default=12, help="of each kind")
+    add_model_arguments(parser)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dm-openai-bench-"))
     model = tiny_model.build(home / "model", hidden=args.hidden, layers=args.layers, every_byte=False)

@@ -33,12 +33,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 DEFAULT_V10 = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "declarative-miner-tests" / "bt-10.5.0" / "bin" / "python"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """A server process on loopback, with its CPU time and RSS read from /proc."""
 
@@ -170,7 +164,7 @@ def main() -> None:
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
     print(f"{'row':<34} {'req/s median (min-max)':<24}  latency ms median (min-max)   server CPU/request")
 
-    ports = {name: free_port() for name in ("miner", "uncached", "floor", "axon", "workers", "shedding")}
+    ports = {name: load.free_port() for name in ("miner", "uncached", "floor", "axon", "workers", "shedding")}
     # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
     # This miner never sheds a flooding address, so the cost of each refusal can be measured;
     # `shedding` is the default miner, which does.

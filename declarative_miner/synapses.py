@@ -109,13 +109,6 @@ class Synapse:
     def outputs_of(self, request: Any) -> dict[str, Any]:
         return {name: getattr(request, name) for name in self.outputs}
 
-    @property
-    def text_output(self) -> Optional[str]:
-        """The one `str` output a text answer fills (a completion), if that is the shape."""
-        if len(self.outputs) == 1 and next(iter(self.outputs.values())) is str:
-            return next(iter(self.outputs))
-        return None
-
 
 def _explain(error: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
     where = ".".join(map(str, error["loc"])) or "body"

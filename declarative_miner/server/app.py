@@ -118,7 +118,7 @@ class MinerApp:
         except RequestError as exc:
             status, (payload, extra) = exc.status, wire.failure(exc)
             if 400 <= exc.status < 500 and CALLER not in scope:  # the caller's doing, and unproven
-                self.shedding.refused((scope.get("client") or ("?",))[0])
+                self.shedding.refused(_peer(scope) or "?")
         except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
             log.exception("request failed")
             status, (payload, extra) = 500, wire.failure(RequestError(f"{type(exc).__name__}: {exc}"))
@@ -167,7 +167,7 @@ class MinerApp:
     async def _ping(self, scope: dict, receive: Callable, headers: dict, wire: WireFormat) -> dict:
         """A verified caller learns the miner is up, as a v10 Axon's `ping` answers it."""
         self._refuse_if_unavailable(headers)
-        ip = (scope.get("client") or (None,))[0]
+        ip = _peer(scope)
         self._claimed(headers, wire)
         _, body = await self._verify(scope, receive, headers, wire, ip, ())
         return body
@@ -183,7 +183,7 @@ class MinerApp:
                      synapse: Synapse) -> tuple[Any, dict]:
         """Everything before the work: guards, blacklist, body, signature, shape."""
         self._refuse_if_unavailable(headers)
-        ip = (scope.get("client") or (None,))[0]
+        ip = _peer(scope)
         claimed = self._claimed(headers, wire)
         blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ip)))
         if blacklisted:
@@ -364,6 +364,11 @@ async def _cancelled_if_gone(receive: Callable) -> AsyncIterator[Callable[[], No
         raise ClientGone("the client disconnected before the answer was complete") from None
     finally:
         watcher.cancel()
+
+
+def _peer(scope: dict) -> Optional[str]:
+    """The client's address, when the server knows it."""
+    return (scope.get("client") or (None,))[0]
 
 
 def _target(scope: dict) -> str:
