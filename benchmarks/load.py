@@ -14,14 +14,59 @@ import json
 import multiprocessing
 import os
 import socket
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bittensor import http_auth
 
 from declarative_miner.server import v10
 from declarative_miner.wallet import open_wallet
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """A server process on loopback, with its CPU time and RSS read from /proc."""
+
+    def __init__(self, name: str, command: list[str], port: int, env: dict):
+        self.name, self.port = name, port
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start")
+                time.sleep(0.1)
+
+    def cpu(self) -> float:
+        """CPU seconds of the server and its worker processes (`axon.workers`)."""
+        total, pids = 0, [self.process.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:  # it ended meanwhile
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / TICK
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
 
 
 def free_port() -> int:

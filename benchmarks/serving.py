@@ -16,10 +16,8 @@ import collections
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,59 +27,17 @@ from declarative_miner.chain import dev  # noqa: E402
 from declarative_miner.wallet import create_wallet, open_wallet  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
 DEFAULT_V10 = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "declarative-miner-tests" / "bt-10.5.0" / "bin" / "python"
 
 
-class Server:
-    """A server process on loopback, with its CPU time and RSS read from /proc."""
-
-    def __init__(self, name: str, command: list[str], port: int, env: dict):
-        self.name, self.port = name, port
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start")
-                time.sleep(0.1)
-
-    def cpu(self) -> float:
-        """CPU seconds of the server and its worker processes (`axon.workers`)."""
-        total, pids = 0, [self.process.pid]
-        while pids:
-            pid = pids.pop()
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    pids += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:  # it ended meanwhile
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / TICK
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
-
-
-def jobs(server: Server, protocol: str, wallets: str, wallet: str, receiver: str, concurrency: int,
+def jobs(server: load.Server, protocol: str, wallets: str, wallet: str, receiver: str, concurrency: int,
          total: int, processes: int) -> list[load.Job]:
     processes = min(processes, concurrency)
     return [load.Job(server.port, protocol, wallets, wallet, receiver, concurrency // processes + (i < concurrency % processes),
                      max(1, total // concurrency)) for i in range(processes)]
 
 
-def measure(server: Server, job_list: list[load.Job], focus: int = 0) -> dict:
+def measure(server: load.Server, job_list: list[load.Job], focus: int = 0) -> dict:
     """One run; latencies are those of job `focus` and the ones after it (flood jobs go first)."""
     before = server.cpu()
     per_job, wall, generator_cpu = load.run(job_list, background=focus)
@@ -112,7 +68,7 @@ def show(label: str, row: dict) -> None:
 ATTACKER = "127.0.0.2"  # loopback is a /8: another source address than the validator's
 
 
-def held_connections(server: Server, run, each: int = 200) -> dict:
+def held_connections(server: load.Server, run, each: int = 200) -> dict:
     """`run()` while another address holds `each` idle, slowloris and unread-body connections."""
     held = []
     for kind in range(3):
@@ -168,20 +124,20 @@ def main() -> None:
     # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
     # This miner never sheds a flooding address, so the cost of each refusal can be measured;
     # `shedding` is the default miner, which does.
-    miner = Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", f"axon.port={ports['miner']}",
+    miner = load.Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", f"axon.port={ports['miner']}",
                              "axon.max_age=120", "axon.max_refusals_per_ip=0", "hydra.run.dir=" + str(home / "run")],
                    ports["miner"], env)
-    shedding = Server("shedding", [sys.executable, "-m", "declarative_miner", f"home={home}",
+    shedding = load.Server("shedding", [sys.executable, "-m", "declarative_miner", f"home={home}",
                                    f"axon.port={ports['shedding']}", "axon.max_age=120",
                                    "cache.directory=${home}/cache3", "hydra.run.dir=" + str(home / "run4")],
                       ports["shedding"], env)
-    uncached = Server("uncached", [sys.executable, "-m", "declarative_miner", f"home={home}", "cache.ttl=0",
+    uncached = load.Server("uncached", [sys.executable, "-m", "declarative_miner", f"home={home}", "cache.ttl=0",
                                    f"axon.port={ports['uncached']}", "axon.max_age=120",
                                    "hydra.run.dir=" + str(home / "run2")], ports["uncached"], env)
-    workers = Server("workers", [sys.executable, "-m", "declarative_miner", f"home={home}", "axon.workers=2",
+    workers = load.Server("workers", [sys.executable, "-m", "declarative_miner", f"home={home}", "axon.workers=2",
                                  f"axon.port={ports['workers']}", "axon.max_age=120", "cache.directory=${home}/cache2",
                                  "hydra.run.dir=" + str(home / "run3")], ports["workers"], env)
-    floor = Server("floor", [sys.executable, str(HERE / "floor.py"), "--port", str(ports["floor"]), "--hotkey",
+    floor = load.Server("floor", [sys.executable, str(HERE / "floor.py"), "--port", str(ports["floor"]), "--hotkey",
                              miner_hotkey], ports["floor"], env)
     results = {}
     try:
@@ -252,7 +208,7 @@ def main() -> None:
 
     axon_rows = {}
     if args.v10_python.exists():
-        axon = Server("axon", [str(args.v10_python), str(HERE / "v10_axon.py"), "--port", str(ports["axon"]),
+        axon = load.Server("axon", [str(args.v10_python), str(HERE / "v10_axon.py"), "--port", str(ports["axon"]),
                                "--wallets", wallets, "--wallet", "dev-miner"], ports["axon"], env)
         try:
             for c in levels:

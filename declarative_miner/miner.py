@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import gc
 import inspect
 import json
 import logging
@@ -178,6 +179,13 @@ class Miner:
         On a live network the endpoint is published on chain first, when it differs.
         """
         self._listen()
+        # The process now only serves, and what is built lives as long as it. Frozen out of the
+        # collector's sight, those ~100,000 objects are no longer walked by every full collection
+        # (tens of ms each, every few thousand requests: docs/performance.md), nor written to in
+        # pages the forked workers share. run_in_background_thread leaves an embedding process's
+        # collector alone.
+        gc.collect()
+        gc.freeze()
         if self.settings.axon.workers == 1:
             self._serve()
             return

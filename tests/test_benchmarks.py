@@ -25,6 +25,15 @@ def test_the_cache_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row in result.stdout
 
 
+def test_the_app_benchmark_runs_every_variant_and_its_profile_at_a_tiny_size():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "app.py"), "--batch", "5", "--rounds", "1",
+                             "--profile"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("floor (verify and echo)", "miner, default config", "miner, cache.ttl=0", "miner, blacklist=open",
+                "Ordered by: cumulative time"):
+        assert row in result.stdout, result.stdout
+
+
 def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--requests", "40", "--reps", "1",
                              "--concurrency", "1,2", "--v10-python", str(v10_python)],

@@ -142,6 +142,20 @@ def test_a_full_table_makes_room_from_the_entries_closest_to_expiry():
     table.close()
 
 
+def test_a_full_table_takes_an_expired_entry_before_evicting_a_fresh_one():
+    table = ClaimTable(8)  # one bucket
+    keys = [f"{i:02x}" * 32 for i in range(10)]
+    for i, key in enumerate(keys[:8]):
+        assert table.claim(key, 0.0, 100.0 if i == 5 else 300.0) == NEW
+        table.settle(key, 100.0 if i == 5 else 300.0)
+    assert table.claim(keys[8], 150.0, 400.0) == NEW  # in the place of keys[5], expired at 150
+    assert table.evicted == 0
+    assert [table.claim(key, 150.0, 400.0) for key in keys[:5] + keys[6:8]] == [ANSWERED] * 7
+    table.release(keys[8])
+    assert table.claim(keys[9], 150.0, 400.0) == NEW and table.evicted == 0  # in the slot released
+    table.close()
+
+
 @pytest.fixture
 def two_workers(tmp_path, hotkeys, wallets_dir):
     def start(*overrides: str) -> tuple[Running, int]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -122,6 +125,33 @@ def test_the_submitit_launcher_runs_the_jobs_and_the_slurm_config_composes(home,
     assert slurm.returncode == 0, slurm.stderr
     launcher = yaml.safe_load(slurm.stdout)
     assert (launcher["partition"], launcher["gpus_per_node"]) == ("a100", 1)
+
+
+def test_the_ray_launcher_runs_the_jobs_as_ray_tasks_and_the_cluster_config_composes(home, tmp_path):
+    # ray_cluster joins a running cluster (address: auto); address=null starts a local Ray in its
+    # place, the same launcher code with this machine as the cluster.
+    ray_home = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
+    env = {**os.environ, "HOME": str(tmp_path), "RAY_TMPDIR": str(ray_home)}
+    directory = tmp_path / "sweep"
+    try:
+        result = run_cli("-m", "mode=eval", f"home={home}", f"hydra.sweep.dir={directory}",
+                         "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.address=null",
+                         "hydra.launcher.ray.remote.num_cpus=1", "hydra.launcher.ray.remote.num_gpus=0",
+                         "+recipe=echo", "cache.ttl=0,30", "eval.limit=3", "eval.relevance=false",
+                         cwd=tmp_path, env=env, timeout=300)
+    finally:
+        shutil.rmtree(ray_home, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Started a local Ray instance" in result.stderr
+    assert result.stdout.count("(_run_job pid=") >= 2  # each job's output, relayed from its Ray worker
+    metrics = metrics_of(directory)
+    assert len(metrics) == 2 and len(summary_rows(directory)) == 2
+    assert all(m["answered"] == 3 for m in metrics.values())
+    cluster = run_cli("hydra/launcher=ray_cluster", "--cfg", "hydra", "--package", "hydra.launcher", cwd=tmp_path)
+    assert cluster.returncode == 0, cluster.stderr
+    launcher = yaml.safe_load(cluster.stdout)
+    assert launcher["_target_"].endswith("RayLauncher")
+    assert (launcher["ray"]["init"]["address"], launcher["ray"]["remote"]["num_gpus"]) == ("auto", 1)
 
 
 def test_the_optuna_search_maximises_relevance_within_the_latency_bound(home, tmp_path, tiny_model, minilm):

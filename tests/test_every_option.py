@@ -3,6 +3,8 @@ and the ones that need no chain, wallet of their own or model build a whole Mine
 
 from __future__ import annotations
 
+import os
+import shutil
 from enum import Enum
 from pathlib import Path
 
@@ -80,11 +82,29 @@ def test_every_recipe_sets_what_its_file_says(recipe, home):
     assert cfg.prompt._target_ == OmegaConf.load(CONF_DIR / "prompt" / f"{chosen}.yaml")._target_
 
 
-def test_a_sweep_over_every_buildable_recipe_validates_every_job(tmp_path, home):
-    buildable = [r for r in recipes() if r not in ("llama", "openai")]  # those need a model or its server
-    result = run_cli("-m", f"home={home}", "mode=validate", f"+recipe={','.join(buildable)}",
-                     "blacklist=glob(*)", "priority=glob(*)", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    jobs = len(buildable) * len(list((CONF_DIR / "blacklist").glob("*.yaml"))) * len(
-        list((CONF_DIR / "priority").glob("*.yaml")))
-    assert result.stdout.count("the config is valid") == jobs
+def hub_cache_holding(model_dir: Path, repo_id: str, cache: Path) -> Path:
+    """A Hugging Face hub cache (its documented layout, as `hf download` leaves it) holding model_dir
+    as repo_id's main revision."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return cache
+
+
+def test_sweeps_over_every_recipe_and_every_policy_validate_every_job(tmp_path, home, tiny_model):
+    # The llama recipe's model is loaded by validate: the tiny model stands in its hub id's cache slot,
+    # offline, as on a miner where `hf download` was run once. openai's server is not needed to validate.
+    transformers = OmegaConf.load(CONF_DIR / "prompt" / "transformers.yaml")
+    cache = hub_cache_holding(tiny_model, transformers.model, tmp_path / "hub")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    every_recipe = run_cli("-m", f"home={home}", "mode=validate", "+recipe=glob(*)", cwd=tmp_path, env=env)
+    assert every_recipe.returncode == 0, every_recipe.stdout[-3000:] + every_recipe.stderr[-3000:]
+    assert every_recipe.stdout.count("the config is valid") == len(recipes())
+    assert every_recipe.stdout.count(f"prompt     {transformers._target_}") == 1  # llama's
+    every_policy = run_cli("-m", f"home={home}", "mode=validate", "blacklist=glob(*)", "priority=glob(*)",
+                           cwd=tmp_path)
+    assert every_policy.returncode == 0, every_policy.stderr[-3000:]
+    pairs = len(list((CONF_DIR / "blacklist").glob("*.yaml"))) * len(list((CONF_DIR / "priority").glob("*.yaml")))
+    assert every_policy.stdout.count("the config is valid") == pairs

@@ -20,6 +20,7 @@ class Metrics:
                                 ["wire_format", "route", "status"], registry=self.registry)
         self.latency = Histogram("miner_request_seconds", "Seconds from request to answer (streams: to the end)",
                                  ["wire_format", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._children: dict[tuple[str, str, int], tuple] = {}  # bounded: routes, statuses, formats
         for name, (description, read) in gauges.items():
             self.gauge(name, description, read)
 
@@ -28,8 +29,13 @@ class Metrics:
         Gauge(name, description, registry=self.registry).set_function(read)
 
     def observe(self, wire_format: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(wire_format, route, str(status)).inc()
-        self.latency.labels(wire_format, route).observe(seconds)
+        key = (wire_format, route, status)
+        if (children := self._children.get(key)) is None:  # labels() costs a lock and tuples each time
+            children = self._children[key] = (self.requests.labels(wire_format, route, str(status)),
+                                              self.latency.labels(wire_format, route))
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
