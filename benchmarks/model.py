@@ -65,6 +65,14 @@ def through_miner(client: MinerClient, text: str, stream: bool) -> float:
     return first[0] - started
 
 
+def print_timings(rows) -> None:
+    """A table of (name, seconds) rows: median, min and max in ms (shared with benchmarks/openai_server.py)."""
+    print(f"{'':34}{'median':>10}{'min':>10}{'max':>10}")
+    for name, values in rows:
+        print(f"{name:34}{statistics.median(values) * 1e3:>8.1f}ms{min(values) * 1e3:>8.1f}ms"
+              f"{max(values) * 1e3:>8.1f}ms")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The random Llama to build and how much to ask of it (shared with benchmarks/openai_server.py)."""
     parser.add_argument("--hidden", type=int, default=512)
@@ -103,11 +111,8 @@ def main() -> None:
     med = statistics.median
     print(f"model: random Llama, {params:,} parameters, {args.tokens} new tokens "
           f"(generated: {sorted(counted)}), torch threads {backend.threads}, {args.requests} requests of each kind")
-    print(f"{'':34}{'median':>10}{'min':>10}{'max':>10}")
-    for name, values in (("generate() by hand, whole answer", direct), ("through the miner, whole answer", served),
-                         ("generate() by hand, first text", first_direct),
-                         ("through the miner, first chunk", first_served)):
-        print(f"{name:34}{med(values) * 1e3:>8.1f}ms{min(values) * 1e3:>8.1f}ms{max(values) * 1e3:>8.1f}ms")
+    print_timings((("generate() by hand, whole answer", direct), ("through the miner, whole answer", served),
+                   ("generate() by hand, first text", first_direct), ("through the miner, first chunk", first_served)))
     # Each request through the miner is paired with the generate() call just before it: on a shared
     # machine, neighbours in time see the same load, so the median of paired ratios is the steadier figure.
     paired = med([s / d for s, d in zip(served, direct)]) - 1

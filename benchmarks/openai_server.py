@@ -38,7 +38,7 @@ from declarative_miner.wallet import open_wallet  # noqa: E402
 from tests import tiny_model  # noqa: E402
 
 from load import Server, free_port  # noqa: E402  (benchmarks/, beside this script)
-from model import PROMPTS, add_model_arguments, through_miner  # noqa: E402
+from model import PROMPTS, add_model_arguments, print_timings, through_miner  # noqa: E402
 
 def serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """`transformers serve` on the model, once it answers; (process, its /v1 URL)."""
@@ -141,12 +141,9 @@ def main() -> None:
     med = statistics.median
     print(f"model: random Llama {args.hidden} x {args.layers} behind transformers serve, {args.tokens} new tokens, "
           f"{args.requests} requests of each kind")
-    print(f"{'':34}{'median':>10}{'min':>10}{'max':>10}")
-    for name, values in (("server directly, whole answer", whole), ("server directly, streamed whole", streamed),
-                         ("through the miner, whole answer", served),
-                         ("server directly, first chunk", first_direct),
-                         ("through the miner, first chunk", first_served)):
-        print(f"{name:34}{med(values) * 1e3:>8.1f}ms{min(values) * 1e3:>8.1f}ms{max(values) * 1e3:>8.1f}ms")
+    print_timings((("server directly, whole answer", whole), ("server directly, streamed whole", streamed),
+                   ("through the miner, whole answer", served), ("server directly, first chunk", first_direct),
+                   ("through the miner, first chunk", first_served)))
     # Each request through the miner is paired with the direct calls just before it: neighbours in
     # time see the same load on a shared machine, so the median of paired ratios is the steadier figure.
     # The miner streams from the server (to pass chunks on as they come), so the like-for-like
