@@ -189,8 +189,11 @@ class Miner:
         if self.settings.axon.workers == 1:
             self._serve()
             return
-        self._close_files()  # each worker opens its own SQLite connections after the fork
-        supervise(self.settings.axon.workers, self._serve_as_worker)
+        self.cache.close()  # each worker opens its own SQLite connection after the fork
+        try:
+            supervise(self.settings.axon.workers, self._serve_as_worker)
+        finally:
+            self._close_files()  # the replay store the workers shared is saved once they are done
 
     def _serve_as_worker(self) -> None:
         if self.chain is not None:  # the parent's connection lives on a thread the fork did not copy

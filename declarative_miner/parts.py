@@ -71,8 +71,10 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
                                             called_with=("request",)))
     synapses = problems.attempt(lambda: build_synapses(s.synapses))
     problems.raise_if_any()
-    budgets = open_cells(s.axon.replay_store, s.axon.workers, s.home) if blacklist.shareable else None
-    for rule in blacklist.shareable if budgets is not None else ():
+    shareable = blacklist.shareable
+    budgets = open_cells(s.axon.replay_store, s.axon.workers,
+                         max(rule.cells.max_callers for rule in shareable)) if shareable else None
+    for rule in shareable if budgets is not None else ():
         rule.share(budgets)  # rate limits are one budget across workers (and machines)
     return Parts(wallet, not_created, sync, chain, blacklist, priority, prompt, synapses,
                  _prompt_cache(s, own_prompt), budgets)
@@ -80,7 +82,7 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
 
 def _prompt_cache(s: MinerConfig, own_prompt: Optional[str]) -> PromptCache:
     c = s.cache
-    store = open_store(s.axon.replay_store, s.axon.workers, capacity=c.max_entries,
+    store = open_store(s.axon.replay_store, capacity=c.max_entries,
                        directory=str(Path(c.directory).expanduser()), size_limit=c.size_limit,
                        sync_writes=c.sync_writes, lease=s.axon.request_timeout + 1) if c.ttl > 0 else None
     return PromptCache(c.ttl, c.on_hit.value, c.scope, c.namespace or answerer(s.prompt, own_prompt), store)

@@ -60,7 +60,7 @@ class AxonConfig:
     max_refusals_per_ip: int = 100  # refused unverified requests per second from one address before it is shed (not read); 0 never sheds
     shed_for: float = 1.0  # seconds an address is first shed; doubling each time it floods again within a minute, at most 60
     workers: int = 1  # server processes on this port; they share the prompt cache and the replay store
-    replay_store: str = "auto"  # accepted nonces: memory (kept across restarts), disk (shared by workers), redis://… (by machines), auto
+    replay_store: str = "auto"  # accepted nonces: memory (shared by the workers, kept across restarts; = auto), disk (SQLite), redis://… (by machines)
     max_age: float = 10.0  # seconds a signed nonce stays fresh (btauth/1 and v10 alike)
     allowed_skew: float = 2.0  # seconds a caller's clock may run ahead of ours
     require_receiver: bool = True  # btauth/1 and Epistula: reject requests not bound to this miner's hotkey

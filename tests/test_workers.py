@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import httpx
 import yaml
@@ -85,3 +86,66 @@ def test_a_rate_limit_is_one_budget_across_workers(tmp_path, hotkeys, wallets_di
         assert miner.stop(signal.SIGTERM) == 0
     assert len(served_by) == 2  # both workers answered on fresh connections
     assert sorted(statuses) == [200] * 3 + [429] * (len(statuses) - 3), statuses
+
+
+def _workers(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def test_the_workers_replay_store_is_in_memory_outlives_a_worker_and_holds_across_restarts(
+        tmp_path, hotkeys, wallets_dir):
+    """The workers share nonces in memory (no SQLite on the request path), so a killed worker loses
+    none; a clean stop saves them and a kill -9 of the whole miner fences what it may have lost."""
+    from bittensor import http_auth
+
+    from .test_open_internet import ATTACKER, send
+
+    (tmp_path / "mg.yaml").write_text(yaml.safe_dump({"neurons": [
+        {"hotkey": hotkeys["dev-validator"].ss58_address, "stake": 10000, "validator_permit": True}]}))
+    home = tmp_path / "home"
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
+
+    def start() -> tuple[Running, int]:
+        miner = Running("axon.port=0", "axon.workers=2", "cache.ttl=0", "axon.max_age=60", f"wallet.path={wallets_dir}",
+                        f"network.metagraph_file={tmp_path}/mg.yaml", env=env, cwd=tmp_path)
+        port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
+        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
+        return miner, port
+
+    def replays(port: int) -> set:  # each on a new connection, so both workers get some
+        return {(status, b"ReplayedRequest" in answer) for status, _, answer in
+                (send(port, signed, body, source=ATTACKER) for _ in range(12))}
+
+    body = json.dumps({"roles": ["user"], "messages": ["once, whatever happens to the workers"]}).encode()
+    signed = http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting", body=body,
+                            receiver_ss58=hotkeys["dev-miner"].ss58_address)
+    miner, port = start()
+    try:
+        assert send(port, signed, body)[0] == 200
+        killed = _workers(miner.proc.pid)[0]
+        os.kill(killed, signal.SIGKILL)
+        miner.wait_for(rf"worker {killed} exited")
+        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")  # its replacement serves
+        assert replays(port) == {(401, True)}
+        assert not (home / "replay" / "nonces").exists()  # no diskcache: the store is the shared table
+    finally:
+        assert miner.stop(signal.SIGTERM) == 0
+    assert (home / "replay" / "nonces.json").exists()  # saved by the parent once the workers were done
+
+    miner, port = start()
+    try:
+        assert replays(port) == {(401, True)}
+    finally:
+        workers = _workers(miner.proc.pid)
+        miner.proc.kill()  # a crash of the whole miner: the parent and its workers, no clean stop
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        miner.stop()
+
+    miner, port = start()
+    try:
+        status, _, answer = send(port, signed, body, source=ATTACKER)
+    finally:
+        assert miner.stop(signal.SIGTERM) == 0
+    assert status == 401 and b"restarted after a crash" in answer, answer

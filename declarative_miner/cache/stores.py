@@ -172,10 +172,10 @@ class RedisStore:
         self._redis.close()
 
 
-def open_store(replay_store: str, workers: int, *, capacity: int, directory: str, size_limit: int,
+def open_store(replay_store: str, *, capacity: int, directory: str, size_limit: int,
                sync_writes: bool, lease: float):
     """The store `axon.replay_store` implies: Redis when it names one (the machines behind one
     hotkey share the cache as they share nonces), else this machine's."""
-    if shared_state(replay_store, workers) == "redis":
+    if shared_state(replay_store) == "redis":
         return RedisStore(replay_store, lease)
     return LocalStore(capacity, directory, size_limit, sync_writes)

@@ -2,23 +2,20 @@
 
 The rate limit is GCRA (the generic cell rate algorithm, a token bucket kept as one number per
 caller: its "theoretical arrival time"), so each store needs one small atomic step, `admit`:
-a dict under a lock, a diskcache transaction, or a Redis script.
+a dict under a lock, a shared table's entry under its lock, or a Redis script.
 """
 
 from __future__ import annotations
 
 import collections
-import os
+import hashlib
 import threading
 import time
-from pathlib import Path
 from typing import Optional
 
-import diskcache
-
-from ..files import private_dir
 from ..redis_link import RedisLink
 from ..server.replay import shared_state
+from ..shared_table import SharedTable
 
 
 def _step(tat: Optional[float], now: float, interval: float, tolerance: float) -> tuple[float, Optional[float]]:
@@ -51,30 +48,24 @@ class MemoryCells:
         return len(self._tat)
 
 
-class DiskCells:
-    """Shared by the workers of one machine (diskcache, one transaction per verified request)."""
+class SharedCells:
+    """Shared by the workers of one machine: a table in memory made before they fork. O(1).
+    When `max_callers` are held, the caller nearest a full budget again is forgotten first."""
 
-    def __init__(self, directory: str):
-        self._directory, self._pid, self._store = directory, None, None
-
-    def _cache(self) -> diskcache.Cache:
-        if self._pid != os.getpid():  # a forked worker opens its own connection
-            private_dir(Path(self._directory))
-            self._store, self._pid = diskcache.Cache(self._directory, sqlite_synchronous=0), os.getpid()
-        return self._store
+    def __init__(self, max_callers: int):
+        self.max_callers = max_callers
+        self._table = SharedTable(max_callers)
 
     def admit(self, key: str, interval: float, tolerance: float) -> float:
-        store, now = self._cache(), time.time()
-        with store.transact():
-            wait, tat = _step(store.get(key), now, interval, tolerance)
-            if tat is not None:
-                store.set(key, tat, expire=tat - now)
-        return wait
+        now = time.time()  # one clock for every process; the table keeps each caller's arrival time
+        return self._table.update(hashlib.blake2b(key.encode(), digest_size=16).digest(), now,
+                                  lambda tat: _step(tat, now, interval, tolerance))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._table.entries(time.time()))
 
     def close(self) -> None:
-        if self._store is not None and self._pid == os.getpid():
-            self._store.close()
-        self._store, self._pid = None, None
+        pass  # the table goes with the process: workers may still be using it
 
 
 # Redis's own clock, so machines with skewed clocks share one schedule.
@@ -104,10 +95,10 @@ class RedisCells:
         self._redis.close()
 
 
-def open_cells(setting: str, workers: int, home: str):
-    """The shared store `axon.replay_store` implies (see `replay.shared_state`), or None for
-    memory: each rate limit then keeps its own `MemoryCells`."""
-    where = shared_state(setting, workers)
-    if where == "redis":
+def open_cells(setting: str, workers: int, max_callers: int):
+    """The store several processes share, as `axon.replay_store` implies (see `replay.shared_state`):
+    Redis, a table the workers share, or None for one process (each rate limit keeps its own
+    `MemoryCells`)."""
+    if shared_state(setting) == "redis":
         return RedisCells(setting)
-    return DiskCells(str(Path(home).expanduser() / "ratelimit")) if where == "disk" else None
+    return SharedCells(max_callers) if workers > 1 else None

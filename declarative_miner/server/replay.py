@@ -1,56 +1,101 @@
 """Replay protection: every accepted (signer, nonce) is kept for the freshness window, so a
 request is served at most once. One store serves every wire format (their keys never collide).
 
-- `memory` (one process): a dict, nothing on the request path touches the disk. A clean stop
-  saves the nonces still fresh and the next start loads them. A running store touches a marker
+- `memory` (the default): a table in memory that the machine's worker processes share, nothing on
+  the request path touches the disk or makes a system call. A clean stop saves the nonces still
+  fresh and the next start loads them; a worker killed alone loses nothing (the table outlives it). A running store touches a marker
   file every `HEARTBEAT` s (off the request path); after a crash (kill -9, power cut) the next
   start refuses every nonce that the lost store could have accepted: signed before the crash's
   last heartbeat plus `HEARTBEAT` and `allowed_skew`, or before the start itself. Either way a
   replay across a restart is refused; after a crash that restarted faster than those seconds,
   honest requests are refused for what remains of them.
-- `disk` (the workers of one machine): diskcache, shared by processes.
+- `disk`: diskcache, shared by processes and kept through a crash without fencing anything, at
+  the price of a SQLite transaction per request.
 - `redis://…` (several machines behind one hotkey): Redis `SET NX EX`, failing closed.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import diskcache
 
-from ..errors import NotAuthenticated
+from ..errors import NotAuthenticated, Unavailable
 from ..files import private_dir, write_private
 from ..processes import alive
 from ..redis_link import REDIS_SCHEMES, RedisLink
+from ..shared_table import SharedTable, TableFull
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 0.5  # seconds between touches of a running memory store's marker file
+CAPACITY = 1 << 18  # nonces in memory at once (8 MB): 20,000 signed requests a second for 13 s
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def _saved_digest(key: str) -> bytes:
+    """A saved entry's digest; a store saved before digests were kept saved "hotkey:nonce"."""
+    try:
+        return bytes.fromhex(key)
+    except ValueError:
+        return _digest(key)
+
+
+class _Seen:
+    """One process's nonces by digest: a dict, and a queue by expiry that drops them in time."""
+
+    def __init__(self):
+        self._expiry: dict[bytes, float] = {}
+        self._order: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def add(self, digest: bytes, now: float, expires: float) -> bool:
+        with self._lock:
+            while self._order and self._order[0][0] < now:
+                expiry, old = self._order.popleft()
+                if self._expiry.get(old) == expiry:
+                    del self._expiry[old]
+            if self._expiry.get(digest, 0.0) > now:
+                return False
+            self._expiry[digest] = expires
+            self._order.append((expires, digest))
+            return True
+
+    def entries(self, now: float) -> Iterator[tuple[bytes, float]]:
+        with self._lock:
+            return iter([(digest, expires) for digest, expires in self._expiry.items() if expires > now])
 
 
 class MemoryNonceStore:
-    """btauth/1's `NonceStore` in this process, kept across clean restarts by `path`.
+    """btauth/1's `NonceStore` in memory, kept across clean restarts by `path`.
 
     Args:
         retention: seconds an accepted nonce is kept (at least the freshness window).
         path: where a clean stop saves the fresh nonces; None keeps nothing across restarts.
         allowed_skew: seconds a caller's clock may run ahead: after a crash, nonces up to this
             far past the start are refused too (a fast clock may have signed them before it).
+        shared: kept in a table the worker processes forked after this share (`CAPACITY` nonces at
+            once; a nonce is never dropped before its time: when its part of the table is full the
+            request is refused with 503, never let through unchecked), else in a dict (one process:
+            a quarter of the table's cost).
     """
 
-    def __init__(self, retention: float, path: Optional[Path] = None, allowed_skew: float = 0.0):
+    def __init__(self, retention: float, path: Optional[Path] = None, allowed_skew: float = 0.0,
+                 shared: bool = False):
         self.retention = retention  # read by http_auth.verify to check it covers the window
-        self._expiry: dict[str, float] = {}
-        self._order: collections.deque[tuple[float, str]] = collections.deque()
-        self._lock = threading.Lock()
-        self._path = path
+        self._seen = SharedTable(CAPACITY) if shared else _Seen()
+        self._path, self._owner = path, os.getpid()  # the process that saves it: never a worker
         self.fence_ns = 0  # nonces below this are refused: they may have been accepted before a crash
         self._stopped = threading.Event()
         if path is not None:
@@ -60,18 +105,12 @@ class MemoryNonceStore:
 
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
         """True the first time (hotkey, nonce) is seen within `retention`; False for a replay."""
-        key, now = f"{hotkey_ss58}:{nonce_ns}", time.time()
-        with self._lock:
-            while self._order and self._order[0][0] < now:
-                expiry, old = self._order.popleft()
-                if self._expiry.get(old) == expiry:
-                    del self._expiry[old]
-            if key in self._expiry:
-                return False
-            expiry = now + self.retention
-            self._expiry[key] = expiry
-            self._order.append((expiry, key))
-            return True
+        now = time.time()
+        try:
+            return self._seen.add(_digest(f"{hotkey_ss58}:{nonce_ns}"), now, now + self.retention)
+        except TableFull:
+            raise Unavailable("the replay store is full for now (more signed requests in the freshness window "
+                              "than it holds); try again") from None
 
     def _restore(self, path: Path, allowed_skew: float) -> None:
         private_dir(path.parent)
@@ -83,11 +122,9 @@ class MemoryNonceStore:
                         "(its replay store was in memory)", time.strftime("%H:%M:%S", time.localtime(last_beat)))
         elif path.exists():
             now = time.time()
-            saved = json.loads(path.read_text())
-            for key, expiry in saved.items():
+            for key, expiry in json.loads(path.read_text()).items():
                 if expiry > now:
-                    self._expiry[key] = expiry
-            self._order.extend(sorted((e, k) for k, e in self._expiry.items()))
+                    self._seen.add(_saved_digest(key), now, expiry)
         path.unlink(missing_ok=True)
         write_private(marker, str(os.getpid()))
 
@@ -99,13 +136,14 @@ class MemoryNonceStore:
                 pass
 
     def close(self) -> None:
-        """Save the nonces still fresh, so the next start refuses their replays."""
+        """Save the nonces still fresh, so the next start refuses their replays (in the process that
+        made the store: a worker stopping leaves it to the supervisor)."""
+        if os.getpid() != self._owner:
+            return
         self._stopped.set()
         if self._path is None:
             return
-        now = time.time()
-        with self._lock:
-            fresh = {k: e for k, e in self._expiry.items() if e > now}
+        fresh = {digest.hex(): expires for digest, expires in self._seen.entries(time.time())}
         write_private(self._path, json.dumps(fresh))
         self._path.with_suffix(".running").unlink(missing_ok=True)
         self._path = None
@@ -118,16 +156,20 @@ class DiskNonceStore:
 
     def __init__(self, directory: str, retention: float):
         self.retention = retention
-        # No fsync: a nonce lost to a power cut is older than any freshness window by the time the
-        # machine is back.
         private_dir(Path(directory))
-        self._store = diskcache.Cache(directory, sqlite_synchronous=0)
+        self._directory, self._pid, self._store = directory, None, None
 
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        if self._pid != os.getpid():  # a forked worker opens its own connection
+            # No fsync: a nonce lost to a power cut is older than any freshness window by the time
+            # the machine is back.
+            self._store, self._pid = diskcache.Cache(self._directory, sqlite_synchronous=0), os.getpid()
         return self._store.add(f"{hotkey_ss58}:{nonce_ns}", None, expire=self.retention)
 
     def close(self) -> None:
-        self._store.close()
+        if self._store is not None and self._pid == os.getpid():
+            self._store.close()
+        self._store, self._pid = None, None
 
 
 class RedisNonceStore:
@@ -148,12 +190,12 @@ class RedisNonceStore:
         self._redis.close()
 
 
-def shared_state(setting: str, workers: int) -> str:
+def shared_state(setting: str) -> str:
     """Where state shared by the miner's processes lives, as `axon.replay_store` says: `memory`
-    (one process), `disk` (the workers of one machine; `auto` with several) or `redis`."""
+    (this machine's workers; `auto`), `disk` or `redis` (several machines)."""
     if setting.startswith(REDIS_SCHEMES):
         return "redis"
-    return "disk" if setting == "disk" or (setting == "auto" and workers > 1) else "memory"
+    return "disk" if setting == "disk" else "memory"
 
 
 def open_store(setting: str, workers: int, home: str, *, max_age: float, allowed_skew: float):
@@ -161,12 +203,12 @@ def open_store(setting: str, workers: int, home: str, *, max_age: float, allowed
     window that `check_fresh` applies, and a second more."""
     retention = max_age + allowed_skew + 1.0
     directory = Path(home).expanduser() / "replay"
-    where = shared_state(setting, workers)
+    where = shared_state(setting)
     if where == "redis":
         return RedisNonceStore(setting, retention)
     if where == "disk":
         return DiskNonceStore(str(directory / "nonces"), retention)
-    return MemoryNonceStore(retention, directory / "nonces.json", allowed_skew)
+    return MemoryNonceStore(retention, directory / "nonces.json", allowed_skew, shared=workers > 1)
 
 
 def check_fresh(nonce_ns: int, now_ns: int, *, max_age: float, allowed_skew: float, fence_ns: int) -> None:
