@@ -7,13 +7,16 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
+import diskcache
 import httpx
 import pytest
 import yaml
 
 from declarative_miner.cache import LocalStore, PromptCache
+from declarative_miner.cache.saved import SavedPrompts
 from declarative_miner.cache.table import ANSWERED, COMPUTING, NEW, ClaimTable
 from declarative_miner.client import MinerClient
 
@@ -234,3 +237,26 @@ def test_after_kill_9_a_restart_keeps_every_saved_answer(two_workers, hotkeys):
     assert "Restored 20 prompts" in "".join(again.seen)
     for c in (*clients, client):
         c.close()
+
+
+def test_a_restart_reads_the_batches_alone_never_every_completion(tmp_path, monkeypatch):
+    """diskcache's key iteration slows with the square of the entries (over 10^6 completions it had
+    not finished in 17 minutes), so a restart must not walk the completions to find what was answered."""
+    directory = str(tmp_path / "cache")
+    saved = SavedPrompts(directory, 2**30, False)
+    saved.start()
+    keys = [f"{i:064x}" for i in range(50)]
+    for i, key in enumerate(keys):
+        saved.save(key, f"completion {i}", time.time() + 600)
+    saved.close()
+    walked, iterkeys = [], diskcache.Cache.iterkeys
+
+    def recorded(cache: diskcache.Cache, *args):
+        walked.append(cache.directory)
+        return iterkeys(cache, *args)
+    monkeypatch.setattr(diskcache.Cache, "iterkeys", recorded)
+    again = SavedPrompts(directory, 2**30, False)
+    assert sorted(key for key, _ in again.entries()) == [key[:32] for key in keys]
+    assert again.read(keys[7]) == "completion 7"
+    again.close()
+    assert directory not in walked, walked  # only the batches' own cache

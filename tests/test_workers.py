@@ -149,3 +149,29 @@ def test_the_workers_replay_store_is_in_memory_outlives_a_worker_and_holds_acros
     finally:
         assert miner.stop(signal.SIGTERM) == 0
     assert status == 401 and b"restarted after a crash" in answer, answer
+
+
+def test_workers_end_with_their_supervisor_even_after_kill_9(tmp_path, wallets_dir):
+    """Orphaned workers would go on serving the port unsupervised, and a restart could not bind it."""
+    from declarative_miner.processes import alive
+
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
+    miner = Running("axon.port=0", "axon.workers=2", f"wallet.path={wallets_dir}", env=env, cwd=tmp_path)
+    port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
+    miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
+    workers = _workers(miner.proc.pid)
+    assert len(workers) == 2
+    miner.proc.kill()
+    miner.proc.wait()
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in workers))
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)  # they hold the log pipe: stop() would wait for them
+        miner.stop()
+    again = Running(f"axon.port={port}", f"wallet.path={wallets_dir}", env=env, cwd=tmp_path)
+    try:
+        again.wait_for(rf"on http://127\.0\.0\.1:{port}")  # the port is free again
+    finally:
+        assert again.stop(signal.SIGTERM) == 0

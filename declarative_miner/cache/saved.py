@@ -1,13 +1,16 @@
 """Answered prompts on disk (diskcache), written behind the requests that answered them.
 
 A served request only queues its entry; a thread writes the queue every `SAVE_INTERVAL` seconds
-in one transaction. So a `kill -9` loses at most the prompts answered in that last interval
-(a clean stop writes everything), and the next start restores the rest.
+in two transactions (the completions, then the batch naming them). So a `kill -9` loses at most the
+prompts answered in that last interval (a clean stop writes everything), and the next start
+restores the rest.
 
-Each batch's keys and expiries are one entry (`answered:...`, 24 bytes a prompt): one diskcache
-`set` costs more CPU than a request's whole signature check, so a request must not pay one, and a
-restart reads a few batches instead of every entry. A completion (`reuse`) is also an entry under
-its own key, which a hit reads.
+Each batch's keys and expiries are one entry (24 bytes a prompt) in a cache of their own, in
+`batches/`: one diskcache `set` costs more CPU than a request's whole signature check, so a request
+must not pay one, and a restart reads the few batches alone. A completion (`reuse`) is an entry
+under its own key in the main cache, which a hit reads; a restart never walks those (diskcache's
+key iteration slows with the square of the entries: over 10^6 completions it had not finished in
+17 minutes).
 """
 
 from __future__ import annotations
@@ -28,16 +31,23 @@ import diskcache
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 0.5  # seconds between writes of the queue: what a kill -9 may lose
-_BATCH = "answered:"  # names an entry holding a batch of answered keys
 _ANSWERED = struct.Struct("<16sd")  # a batched key's first 16 bytes (all the claim table keeps) and its expiry
 
 
-def _open(directory: str, size_limit: int, sync_writes: bool) -> Optional[diskcache.Cache]:
+_Stores = tuple[Optional[diskcache.Cache], Optional[diskcache.Cache]]
+
+
+def _open(directory: str, size_limit: int, sync_writes: bool) -> _Stores:
+    """(completions, batches) in `directory`, or (None, None) when it cannot be had."""
     # cull_limit=0: expiry and size culling run in `cull()`, in the background. sqlite_synchronous=0
     # skips fsync: a crashed process (even kill -9) loses nothing written, only an OS crash could.
-    options = dict(size_limit=size_limit, cull_limit=0, sqlite_synchronous=2 if sync_writes else 0)
+    synchronous = 2 if sync_writes else 0
+
+    def both() -> _Stores:
+        return (diskcache.Cache(directory, size_limit=size_limit, cull_limit=0, sqlite_synchronous=synchronous),
+                diskcache.Cache(str(Path(directory) / "batches"), cull_limit=0, sqlite_synchronous=synchronous))
     try:
-        return diskcache.Cache(directory, **options)
+        return both()
     except sqlite3.DatabaseError as exc:
         first = exc
     try:  # a damaged cache: keep it for inspection, start afresh
@@ -45,11 +55,11 @@ def _open(directory: str, size_limit: int, sync_writes: bool) -> Optional[diskca
         Path(directory).rename(aside)
         log.error("the prompt cache in %s cannot be opened (%s): moved it to %s and started afresh",
                   directory, first, aside)
-        return diskcache.Cache(directory, **options)
+        return both()
     except (OSError, sqlite3.Error) as exc:
         log.error("the prompt cache in %s cannot be opened or replaced (%s; %s): SERVING WITHOUT SAVING IT, "
                   "so a restart forgets recent prompts", directory, first, exc)
-        return None
+        return None, None
 
 
 class SavedPrompts:
@@ -59,7 +69,7 @@ class SavedPrompts:
     """
 
     def __init__(self, directory: str, size_limit: int, sync_writes: bool):
-        self._store = _open(directory, size_limit, sync_writes)
+        self._store, self._batches = _open(directory, size_limit, sync_writes)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: Optional[threading.Thread] = None
         self._stopping = threading.Event()
@@ -71,10 +81,8 @@ class SavedPrompts:
         if self._store is None:
             return
         now = time.time()
-        batches = [key for key in self._safely("restore", lambda: list(self._store.iterkeys())) or ()
-                   if isinstance(key, str) and key.startswith(_BATCH)]  # completions are read on a hit only
-        for key in batches:
-            found = self._safely("restore", self._store.get, key, expire_time=True)
+        for key in self._safely("restore", lambda: list(self._batches.iterkeys())) or ():
+            found = self._safely("restore", self._batches.get, key, expire_time=True)
             if not found or found[1] is None or found[1] <= now:
                 continue
             for digest, expires in _ANSWERED.iter_unpack(found[0] if isinstance(found[0], bytes) else b""):
@@ -83,7 +91,12 @@ class SavedPrompts:
 
     def clear(self) -> int:
         """Drop every saved prompt; returns how many."""
-        return (self._safely("clear", self._store.clear) or 0) if self._store is not None else 0
+        if self._store is None:
+            return 0
+        prompts = sum(1 for _ in self.entries())
+        self._safely("clear", self._batches.clear)
+        self._safely("clear", self._store.clear)
+        return prompts
 
     def read(self, key: str) -> Optional[str]:
         """The saved completion of `key` (blocking: call it off the event loop)."""
@@ -139,10 +152,11 @@ class SavedPrompts:
                 for key, completion, expires, _ in batch:
                     if completion is not None:
                         self._store.set(key, completion, expire=max(expires - now, 0.001))
-                if answered:
-                    blob = b"".join(_ANSWERED.pack(bytes.fromhex(key[:32]), expires) for key, expires in answered)
-                    last = max(expires for _, expires in answered)
-                    self._store.set(f"{_BATCH}{os.getpid()}:{time.time_ns()}", blob, expire=max(last - now, 0.001))
+            # Second, so a batch on disk never names a completion that is not (a kill -9 between the
+            # two loses the batch: those prompts may be answered once more after the restart).
+            blob = b"".join(_ANSWERED.pack(bytes.fromhex(key[:32]), expires) for key, expires in answered)
+            last = max(expires for _, expires in answered)
+            self._batches.set(f"{os.getpid()}:{time.time_ns()}", blob, expire=max(last - now, 0.001))
             return True
 
         saved = self._store is not None and bool(self._safely("write", write_all))
@@ -153,7 +167,10 @@ class SavedPrompts:
 
     def cull(self) -> int:
         """Drop expired entries, then the oldest beyond `size_limit`; returns how many went."""
-        return (self._safely("cull", self._store.cull) or 0) if self._store is not None else 0
+        if self._store is None:
+            return 0
+        self._safely("cull", self._batches.cull)
+        return self._safely("cull", self._store.cull) or 0
 
     def _safely(self, what: str, operation: Callable, *args, **kwargs):
         try:
@@ -166,3 +183,4 @@ class SavedPrompts:
         self.stop()
         if self._store is not None:
             self._store.close()
+            self._batches.close()

@@ -1,14 +1,14 @@
 """Replay protection: every accepted (signer, nonce) is kept for the freshness window, so a
 request is served at most once. One store serves every wire format (their keys never collide).
 
-- `memory` (the default): a table in memory that the machine's worker processes share, nothing on
-  the request path touches the disk or makes a system call. A clean stop saves the nonces still
-  fresh and the next start loads them; a worker killed alone loses nothing (the table outlives it). A running store touches a marker
-  file every `HEARTBEAT` s (off the request path); after a crash (kill -9, power cut) the next
-  start refuses every nonce that the lost store could have accepted: signed before the crash's
-  last heartbeat plus `HEARTBEAT` and `allowed_skew`, or before the start itself. Either way a
-  replay across a restart is refused; after a crash that restarted faster than those seconds,
-  honest requests are refused for what remains of them.
+- `memory` (the default): a dict in one process; with `axon.workers` > 1 a table the machine's
+  worker processes share, which outlives a worker killed alone. Nothing on the request path touches
+  the disk. A clean stop saves the nonces still fresh and the next start loads them. A running
+  store touches a marker file every `HEARTBEAT` s (off the request path); after a crash of the
+  miner (kill -9, power cut) the next start refuses every nonce that the lost store could have
+  accepted: signed before the crash's last heartbeat plus `HEARTBEAT` and `allowed_skew`, or
+  before the start itself. Either way a replay across a restart is refused; after a crash that
+  restarted faster than those seconds, honest requests are refused for what remains of them.
 - `disk`: diskcache, shared by processes and kept through a crash without fencing anything, at
   the price of a SQLite transaction per request.
 - `redis://…` (several machines behind one hotkey): Redis `SET NX EX`, failing closed.
@@ -88,7 +88,7 @@ class MemoryNonceStore:
         shared: kept in a table the worker processes forked after this share (`CAPACITY` nonces at
             once; a nonce is never dropped before its time: when its part of the table is full the
             request is refused with 503, never let through unchecked), else in a dict (one process:
-            a quarter of the table's cost).
+            a third of the table's cost).
     """
 
     def __init__(self, retention: float, path: Optional[Path] = None, allowed_skew: float = 0.0,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 from typing import Callable
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def supervise(count: int, serve: Callable[[], None]) -> None:
@@ -17,12 +20,14 @@ def supervise(count: int, serve: Callable[[], None]) -> None:
     stopping = False
 
     def spawn() -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 1
             try:
+                _end_with(parent)
                 serve()
                 code = 0
             except BaseException:
@@ -51,3 +56,12 @@ def supervise(count: int, serve: Callable[[], None]) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM (a drain) when the supervisor dies, kill -9
+    included: orphans would go on serving the port unsupervised, and a restart could not bind it."""
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        log.warning("worker %d will outlive its supervisor (prctl: %s)", os.getpid(), os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
