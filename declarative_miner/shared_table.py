@@ -9,6 +9,7 @@ nonces and the rate limits' budgets are kept in it.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import multiprocessing
 import struct
@@ -22,6 +23,11 @@ EMPTY, PENDING, DONE = 0, 1, 2
 _STATE = ENTRY.size - 4  # where an entry's state starts; its first byte is the whole state (little-endian)
 
 T = TypeVar("T")
+
+
+def digest(key: str) -> bytes:
+    """The 16 bytes a table keeps of `key`."""
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
 
 
 class TableFull(Exception):

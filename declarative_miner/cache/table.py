@@ -19,8 +19,8 @@ class ClaimTable(SharedTable):
     """Recent prompts by key, with an owner for each one being answered.
 
     Args:
-        capacity: entries held at once (rounded up to whole buckets). When both of a key's buckets are full, the
-            answered entry closest to expiry makes room (counted in `evicted`: size
+        capacity: entries held at once (rounded up to whole buckets). When both of a key's buckets
+            are full, the answered entry closest to expiry makes room (counted in `evicted`: size
             `cache.max_entries` above it).
     """
 

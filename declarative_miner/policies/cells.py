@@ -8,14 +8,13 @@ a dict under a lock, a shared table's entry under its lock, or a Redis script.
 from __future__ import annotations
 
 import collections
-import hashlib
 import threading
 import time
 from typing import Optional
 
 from ..redis_link import RedisLink
 from ..server.replay import shared_state
-from ..shared_table import SharedTable
+from ..shared_table import SharedTable, digest
 
 
 def _step(tat: Optional[float], now: float, interval: float, tolerance: float) -> tuple[float, Optional[float]]:
@@ -53,13 +52,11 @@ class SharedCells:
     When `max_callers` are held, the caller nearest a full budget again is forgotten first."""
 
     def __init__(self, max_callers: int):
-        self.max_callers = max_callers
         self._table = SharedTable(max_callers)
 
     def admit(self, key: str, interval: float, tolerance: float) -> float:
         now = time.time()  # one clock for every process; the table keeps each caller's arrival time
-        return self._table.update(hashlib.blake2b(key.encode(), digest_size=16).digest(), now,
-                                  lambda tat: _step(tat, now, interval, tolerance))
+        return self._table.update(digest(key), now, lambda tat: _step(tat, now, interval, tolerance))
 
     def __len__(self) -> int:
         return sum(1 for _ in self._table.entries(time.time()))

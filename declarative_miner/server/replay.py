@@ -17,7 +17,6 @@ request is served at most once. One store serves every wire format (their keys n
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from ..errors import NotAuthenticated, Unavailable
 from ..files import private_dir, write_private
 from ..processes import alive
 from ..redis_link import REDIS_SCHEMES, RedisLink
-from ..shared_table import SharedTable, TableFull
+from ..shared_table import SharedTable, TableFull, digest
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +39,12 @@ HEARTBEAT = 0.5  # seconds between touches of a running memory store's marker fi
 CAPACITY = 1 << 18  # nonces in memory at once (8 MB): 20,000 signed requests a second for 13 s
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
-
-
 def _saved_digest(key: str) -> bytes:
     """A saved entry's digest; a store saved before digests were kept saved "hotkey:nonce"."""
     try:
         return bytes.fromhex(key)
     except ValueError:
-        return _digest(key)
+        return digest(key)
 
 
 class _Seen:
@@ -107,7 +102,7 @@ class MemoryNonceStore:
         """True the first time (hotkey, nonce) is seen within `retention`; False for a replay."""
         now = time.time()
         try:
-            return self._seen.add(_digest(f"{hotkey_ss58}:{nonce_ns}"), now, now + self.retention)
+            return self._seen.add(digest(f"{hotkey_ss58}:{nonce_ns}"), now, now + self.retention)
         except TableFull:
             raise Unavailable("the replay store is full for now (more signed requests in the freshness window "
                               "than it holds); try again") from None
