@@ -104,8 +104,7 @@ class Miner:
     def _cache_key(self, synapse: Prompting) -> str:
         # What `prompt` is asked: every field but the caller and the completion it fills (for each
         # type `prompt` answers, its inputs), so Prompting and StreamPrompting share their answers.
-        asked = {f.name: getattr(synapse, f.name) for f in dataclasses.fields(synapse)
-                 if f.name not in ("dendrite", "completion")}
+        asked = {name: getattr(synapse, name) for name in _asked_fields(type(synapse))}
         return self.cache.key(PROMPT, asked, synapse.dendrite.hotkey)
 
     def _key(self, synapse: Synapse, request: Any) -> str:
@@ -380,3 +379,10 @@ class Miner:
         self.cache.release_memory()
         if self.chain is not None:
             self.chain.subtensor.close()
+
+
+@functools.cache
+def _asked_fields(request_class: type) -> tuple[str, ...]:
+    """What `prompt` is asked in a request of `request_class`: every field but the caller and the
+    completion it fills (read once per class: `dataclasses.fields` on every request cost more)."""
+    return tuple(f.name for f in dataclasses.fields(request_class) if f.name not in ("dendrite", "completion"))

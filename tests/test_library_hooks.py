@@ -45,6 +45,14 @@ def test_the_attributes_the_protocol_reads_are_set_by_uvicorn():
         assert attribute in cycle, f"uvicorn's RequestResponseCycle no longer sets {attribute}"
 
 
+def test_uvicorns_on_header_is_what_ours_repeats():
+    # _GuardedHttpTools.on_header does uvicorn's work inline (it runs for every header): lower the
+    # name, note `Expect: 100-continue`, append to self.headers. An upgrade that does more fails here.
+    body = [line.strip() for line in inspect.getsource(HttpToolsProtocol.on_header).splitlines()[1:]]
+    assert body == ["name = name.lower()", 'if name == b"expect" and value.lower() == b"100-continue":',
+                    "self.expect_100_continue = True", "self.headers.append((name, value))"], body
+
+
 def test_hydras_basic_sweeper_still_splits_arguments():
     assert "split_arguments" in vars(BasicSweeper)
     assert list(inspect.signature(BasicSweeper.split_arguments).parameters) == ["overrides", "max_batch_size"]

@@ -142,6 +142,24 @@ def test_a_keep_alive_connection_trickling_blank_lines_is_closed(make_miner):
         assert closed_by_server_within(sock, 5, trickle=b"\r\n")
 
 
+def test_a_request_served_past_the_header_timeout_keeps_its_connection_and_idle_then_ends_it(make_miner, hotkeys):
+    # One clock a connection bounds the wait for headers (server/http.py). Here it runs out while the
+    # request is being answered: that is no late client. The connection serves a second request,
+    # then the idle keep-alive is bounded again.
+    with make_miner("axon.request_timeout=2", "prompt._target_=tests.prompts.slow", "+prompt.seconds=1.5") as miner, \
+            connect(miner.port, source="127.0.0.1") as sock:
+        body = b'{"roles": ["user"], "messages": ["answered past the header timeout"]}'
+        signed = http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting", body=body,
+                                receiver_ss58=miner.hotkey)
+        time.sleep(1.0)  # the client idles half the header timeout before asking
+        sock.sendall(request_bytes("POST", "/Prompting", {**signed, "Content-Length": len(body)}, body))
+        status, _, answer = read_response(sock)  # 1.5 s of work: the clock ran out meanwhile
+        assert status == 200, answer
+        sock.sendall(request_bytes("GET", "/health", {}))
+        assert read_response(sock)[0] == 200
+        assert closed_by_server_within(sock, 5, trickle=b"")
+
+
 def test_held_connections_beyond_the_connection_bound_leave_validators_served(make_miner, client_for):
     with make_miner("axon.max_connections=20") as miner:
         held = [connect(miner.port) for _ in range(25)]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Sequence
 
 from ..errors import (
     BadRequest,
@@ -26,9 +25,10 @@ from ..errors import (
 )
 from ..prompting import Prompting, TerminalInfo
 from ..synapses import Synapse
+from .deadline import Deadline
 from .leaving import CancelledIfGone
 from .metrics import CONTENT_TYPE, Metrics
-from .scheduler import Scheduler, Slot, current_slot
+from .scheduler import Scheduler, Slot
 from .tally import AddressTally
 from .shedding import Shedding
 from .wire import WireFormat, WireFormats
@@ -196,11 +196,14 @@ class MinerApp:
     async def _verify(self, scope: dict, receive: Callable, headers: dict, wire: WireFormat, ip: Optional[str],
                       hash_fields: tuple[str, ...]) -> tuple[TerminalInfo, dict]:
         """The verified caller and the decoded body (read only once the headers pass)."""
-        with self._unverified(ip):
+        counted = self._count_unverified(ip)
+        try:
             early = wire.before_body(headers, ip=ip)
             raw = await self._read_body(receive)
             caller, body = wire.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip,
                                              early=early, hash_fields=hash_fields)
+        finally:
+            self.unverified.give_back(counted)
         scope[CALLER] = caller.hotkey  # whom a signed reply is addressed to
         return caller, body
 
@@ -212,9 +215,9 @@ class MinerApp:
                                    f"{', '.join(sorted(self.wire_formats.accepted))}")
         return claimed
 
-    @contextlib.contextmanager
-    def _unverified(self, ip: Optional[str]) -> Iterator[None]:
-        """Count a request as unverified while its body is read and its signature checked.
+    def _count_unverified(self, ip: Optional[str]) -> str:
+        """Count a request as unverified while its body is read and its signature checked (the
+        caller gives it back); returns the address it is counted under.
 
         Anyone can claim a validator's hotkey; until the signature says otherwise the request is a
         stranger's, bounded per address and in total, so forged claims never crowd out verified work.
@@ -227,10 +230,7 @@ class MinerApp:
             raise OverCapacity(f"{self.unverified.total} unverified requests are in flight; try again later",
                                headers={"retry-after": "1"})
         self.unverified.take(ip)
-        try:
-            yield
-        finally:
-            self.unverified.give_back(ip)
+        return ip
 
     def _check_length(self, length: str | None) -> None:
         if length is None:
@@ -242,7 +242,7 @@ class MinerApp:
 
     async def _read_body(self, receive: Callable) -> bytes:
         try:
-            async with asyncio.timeout(self.limits.request_timeout):
+            with Deadline(asyncio.get_running_loop().time() + self.limits.request_timeout):
                 return await self._receive_body(receive)
         except TimeoutError:
             raise RequestTimeout(f"body not received within {self.limits.request_timeout:g} s") from None
@@ -261,24 +261,18 @@ class MinerApp:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    @contextlib.asynccontextmanager
-    async def _slot(self, priority: float) -> AsyncIterator[float]:
-        """Hold a scheduler slot; yields the deadline (loop time) shared by queueing and work."""
+    async def _slot(self, priority: float) -> float:
+        """Wait for a scheduler slot (then hold it: `with Slot(self.scheduler):`); returns the
+        deadline (loop time) shared by queueing and work."""
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout
         await self.scheduler.acquire(priority, self.limits.request_timeout)
-        slot = Slot(self.scheduler)
-        token = current_slot.set(slot)
-        try:
-            yield deadline
-        finally:
-            current_slot.reset(token)
-            if not slot.lent:
-                slot.release()
+        return deadline
 
     async def _run(self, synapse: Synapse, request: Any, priority: float) -> Any:
-        async with self._slot(priority) as deadline:
+        deadline = await self._slot(priority)
+        with Slot(self.scheduler):
             try:
-                async with asyncio.timeout_at(deadline):
+                with Deadline(deadline):
                     return await self.answer(synapse, request)
             except TimeoutError:
                 raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
@@ -287,7 +281,8 @@ class MinerApp:
                       finishing: Callable[[], None]) -> None:
         """Stream the answer as it is produced. Errors before the first chunk are ordinary JSON
         errors; after it the status is sent, so the stream ends with the wire format's error frame."""
-        async with self._slot(priority) as deadline:
+        deadline = await self._slot(priority)
+        with Slot(self.scheduler):
             chunks = self.stream(synapse, request).__aiter__()
             try:
                 first = await self._next(chunks, deadline)
@@ -310,7 +305,7 @@ class MinerApp:
 
     async def _next(self, chunks: AsyncIterator[str], deadline: float) -> Optional[str]:
         try:
-            async with asyncio.timeout_at(deadline):
+            with Deadline(deadline):
                 return await chunks.__anext__()
         except StopAsyncIteration:
             return None

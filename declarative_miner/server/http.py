@@ -48,6 +48,9 @@ class _GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
         self._header_bytes = 0
         self._refused: Optional[tuple[str, str]] = None  # (status line, reason) of a request refused here
+        # When the wait for a request's headers began (None while one is being served). One timer a
+        # connection reads it, re-armed as it fires, not one timer a request (less CPU per request).
+        self._awaiting_since: Optional[float] = self.loop.time()
         self._header_timer: Optional[asyncio.TimerHandle] = None
         self._lingering = False  # answered, closing: what still arrives is read and thrown away unparsed
         self._ip: Optional[str] = (transport.get_extra_info("peername") or ("?",))[0]
@@ -57,7 +60,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
             transport.close()  # connection_lost cleans up after uvicorn
             return
         self.per_ip.take(self._ip)
-        self._start_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._check_headers)
         if wait := self.shedding.shed_for(self._ip):
             self._hold(wait, [])
 
@@ -84,31 +87,33 @@ class _GuardedHttpTools(HttpToolsProtocol):
         if held:
             self.data_received(held)  # shed again if the address still is
 
-    def _start_header_timer(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = asyncio.get_running_loop().call_later(self.header_timeout, self._headers_too_slow)
-
-    def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_too_slow(self) -> None:
+    def _check_headers(self) -> None:
+        """Close the connection if its next request's headers are `header_timeout` late, else look
+        again when they would be (a full period later while a request is being served)."""
         self._header_timer = None
-        if self.cycle is None or self.cycle.response_complete:
+        if self.transport.is_closing():
+            return
+        since = self._awaiting_since
+        serving = since is None or (self.cycle is not None and not self.cycle.response_complete)
+        left = self.header_timeout if serving else since + self.header_timeout - self.loop.time()
+        if left <= 0:
             log.info("closing a connection that sent no complete request in %g s", self.header_timeout)
             self.transport.close()
+            return
+        self._header_timer = self.loop.call_later(left, self._check_headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._ip is not None:
             self.per_ip.give_back(self._ip)
-        self._stop_header_timer()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
-        self._start_header_timer()
+        if self._awaiting_since is None:  # pipelined: sent while the previous request was served
+            self._awaiting_since = self.loop.time()
 
     def _refuse(self, status: str, reason: str) -> None:
         self._refused = (status, reason)
@@ -125,15 +130,25 @@ class _GuardedHttpTools(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        if name.lower() == b"transfer-encoding" and (value.strip().lower() != b"chunked" or any(
-                n.lower() == b"transfer-encoding" for n, _ in self.headers)):
+        # uvicorn's on_header, with the count and the Transfer-Encoding check inline: it runs for
+        # every header of every request.
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.max_header_bytes:
+            self._count(0)
+        name = name.lower()
+        if name == b"transfer-encoding":
+            self._check_transfer_encoding(value)
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def _check_transfer_encoding(self, value: bytes) -> None:
+        if value.strip().lower() != b"chunked" or any(n == b"transfer-encoding" for n, _ in self.headers):
             self._refuse("400 Bad Request", f"Transfer-Encoding {value.decode('latin-1')!r} is not supported; "
                          "send the body with Content-Length or as plain chunked")
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._stop_header_timer()
+        self._awaiting_since = None
         if not self.url.startswith(b"/"):
             self._refuse("400 Bad Request", "the request target must be a path such as /Prompting "
                          "(origin-form), not an absolute URL or *")
@@ -150,7 +165,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
             self.loop.call_later(LINGER, self.transport.close)
             return
         super().on_response_complete()
-        self._start_header_timer()  # the next request (or the idle keep-alive) is bounded again
+        self._awaiting_since = self.loop.time()  # the next request (or the idle keep-alive) is bounded again
 
     def send_400_response(self, msg: str) -> None:
         if self._refused is None:

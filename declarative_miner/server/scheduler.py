@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import heapq
 import itertools
+from typing import Optional
 
 from ..errors import OverCapacity, PromptTimeout
 
@@ -65,11 +66,22 @@ class Scheduler:
 
 
 class Slot:
-    """One acquired slot. Work that outlives its request (a worker thread, which cannot be
-    stopped) borrows the slot with `lend_until`, so the slot frees only when the work ends."""
+    """One acquired slot, held for the request inside `with Slot(scheduler):` (where it is
+    `current_slot`). Work that outlives its request (a worker thread, which cannot be stopped)
+    borrows the slot with `lend_until`, so the slot frees only when the work ends."""
 
     def __init__(self, scheduler: Scheduler):
         self._scheduler, self._held, self.lent = scheduler, True, False
+        self._token: Optional[contextvars.Token] = None
+
+    def __enter__(self) -> Slot:
+        self._token = current_slot.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        current_slot.reset(self._token)
+        if not self.lent:
+            self.release()
 
     def lend_until(self, work: asyncio.Future) -> None:
         self.lent = True
