@@ -2,12 +2,16 @@
 
     python benchmarks/app.py                 # 400-request batches, 12 rounds: ~15 seconds
     python benchmarks/app.py --profile       # and cProfile's view of the default miner, by cumulative time
+    python benchmarks/app.py --against HEAD  # and the default miner as of a git revision, in the same run
 
 No sockets and no server: each request is driven through the app the way uvicorn drives it, so what is
 measured is the app alone (verification, policies, cache, scheduler, prompt, reply). Every variant
 answers its own pre-signed batches, and the variants take turns, batch by batch, so that all of them
 see the same moments of a shared, noisy machine. The collector is off while measuring (its pauses
 land on whichever batch is running) and the minimum batch is reported, since noise only adds time.
+The loop is uvloop's, as under uvicorn. `--against REV` extracts that revision's package (with its
+conf/ and recipes/) under another name, so old and new code take turns in one process (the callables
+its config names by `_target_`, such as the echo prompt, are still this checkout's).
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import asyncio
 import cProfile
 import gc
 import json
+import importlib
 import pstats
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import uvloop
 from bittensor import http_auth
 
 from declarative_miner.chain import dev
@@ -32,6 +40,20 @@ from declarative_miner.wallet import open_wallet
 # Variant -> overrides of the default miner (each with a cache directory of its own).
 VARIANTS = {"miner, default config": [], "miner, cache.ttl=0": ["cache.ttl=0"],
             "miner, blacklist=open": ["blacklist=open"]}
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def miner_at(revision: str, overrides: list[str]):
+    """The ASGI app of the miner as of git `revision`, built from `overrides` (its package imported
+    as `dm_then`, beside its own conf/ and recipes/)."""
+    root = Path(tempfile.mkdtemp(prefix="dm-revision-"))
+    archive = subprocess.run(["git", "archive", revision, "declarative_miner", "conf", "recipes"], cwd=REPOSITORY,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "x", "-C", str(root)], input=archive, check=True)
+    (root / "declarative_miner").rename(root / "dm_then")
+    sys.path.insert(0, str(root))
+    config, miner = importlib.import_module("dm_then.config"), importlib.import_module("dm_then.miner")
+    return miner.Miner(config.compose(overrides)).asgi_app()
 
 
 def floor_app(hotkey: str):
@@ -101,6 +123,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=400, help="requests per batch")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--profile", action="store_true", help="then print cProfile's top 40 for the default miner")
+    parser.add_argument("--against", metavar="REV", help="also the default miner as of this git revision")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dm-app-bench-"))
     wallets = str(dev.dev_wallets_dir(str(home)))
@@ -108,16 +131,19 @@ def main() -> None:
     signer = open_wallet(dev.DEV_VALIDATOR, "default", wallets).hotkey
     receiver = open_wallet("dev-miner", "default", wallets).hotkey.ss58_address
     # The metagraph is never refreshed here: a sync interval longer than the run keeps it fresh.
-    miners = {name: Miner(compose([f"home={home}", "network.sync_interval=3600", "axon.max_age=3600",
-                                   f"cache.directory={home}/cache{i}", *overrides]))
+    common = [f"home={home}", "network.sync_interval=3600", "axon.max_age=3600"]
+    miners = {name: Miner(compose([*common, f"cache.directory={home}/cache{i}", *overrides]))
               for i, (name, overrides) in enumerate(VARIANTS.items())}
     apps = {"floor (verify and echo)": floor_app(receiver), **{name: m.asgi_app() for name, m in miners.items()}}
+    if args.against:
+        apps[f"miner at {args.against}"] = miner_at(args.against, [*common, f"cache.directory={home}/then"])
+    # The floor's batches are signed last: its btauth/1 window is the stock 10 s.
     batches = {name: [batch(signer, receiver, f"{name} {r}", args.batch) for r in range(args.rounds + 1)]
-               for name in apps}
+               for name in reversed(apps)}
     gc.collect()
     gc.freeze()  # as Miner.run does before serving
     gc.disable()
-    best = asyncio.run(measure(apps, batches, args.rounds))
+    best = uvloop.run(measure(apps, batches, args.rounds))
     gc.enable()
     floor = best["floor (verify and echo)"]
     print(f"{'app, in process':34}{'µs a request (min of ' + str(args.rounds) + ' batches)':>36}{'vs floor':>10}")
@@ -127,7 +153,7 @@ def main() -> None:
         default = apps["miner, default config"]
         extra = batch(signer, receiver, "profiled", args.batch)
         profile = cProfile.Profile()
-        profile.runcall(asyncio.run, _each(default, extra))
+        profile.runcall(uvloop.run, _each(default, extra))
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
     for m in miners.values():
         m.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 from concurrent.futures import Executor
@@ -39,6 +40,33 @@ _AS_PROMPT_FAILURE = _AsPromptFailure()  # holds no state: one serves every requ
 def as_prompt_failure() -> _AsPromptFailure:
     """Anything a prompt raises, except the miner's own request errors, is a 500 with its reason."""
     return _AS_PROMPT_FAILURE
+
+
+class CallKinds:
+    """How a prompt callable is called: a "coroutine" or "async generator" function on the loop,
+    or a "plain" one in a worker thread (a callable object, such as a model backend, is what its
+    __call__ is). Each callable is inspected once: inspect's checks cost 3 µs a request."""
+
+    def __init__(self):
+        self._known: dict[Any, str] = {}
+
+    def __call__(self, fn: Callable) -> str:
+        key = getattr(fn, "__func__", fn)  # a bound method: its function, the same at every access
+        try:
+            return self._known[key]
+        except KeyError:
+            kind = self._known[key] = self._inspect(fn)
+            return kind
+        except TypeError:  # an unhashable callable object
+            return self._inspect(fn)
+
+    @staticmethod
+    def _inspect(fn: Callable) -> str:
+        if not (inspect.isroutine(fn) or isinstance(fn, functools.partial)):
+            fn = fn.__call__
+        if inspect.iscoroutinefunction(fn):
+            return "coroutine"
+        return "async generator" if inspect.isasyncgenfunction(fn) else "plain"
 
 
 async def in_thread(executor: Executor, fn: Callable, *args: Any) -> Any:

@@ -19,7 +19,7 @@ import bittensor as bt
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
-from .answers import as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
+from .answers import CallKinds, as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
 from .chain.metagraph import Metagraph
 from .config import compose, to_settings
 from .parts import build_app, build_parts, open_replay_store
@@ -63,6 +63,7 @@ class Miner:
         self._blacklist, self._priority, self._prompt_fn = parts.blacklist, parts.priority, parts.prompt
         self.synapses, self.cache, self._budgets = parts.synapses, parts.cache, parts.budgets
         self._executor = DaemonThreadPool(s.axon.max_concurrency, "prompt")
+        self._kind_of = CallKinds()  # how `_call` calls each callable
         self._server: Optional[HttpServer] = None
         self._thread: Optional[threading.Thread] = None
         self._nonces = None  # the replay store, opened with the server
@@ -152,11 +153,10 @@ class Miner:
         return await self._call(self._prompt_fn, synapse)
 
     async def _call(self, fn: Callable, synapse: Prompting) -> Any:
-        if not (inspect.isroutine(fn) or isinstance(fn, functools.partial)):
-            fn = fn.__call__  # a callable object (a model backend): what kind its __call__ is decides
-        if inspect.iscoroutinefunction(fn):
+        kind = self._kind_of(fn)
+        if kind == "coroutine":
             return await fn(synapse)
-        if inspect.isasyncgenfunction(fn):
+        if kind == "async generator":
             return fn(synapse)  # creating an async generator runs none of it: no thread needed
         result = await in_thread(self._executor, fn, synapse)
         return await result if inspect.isawaitable(result) else result
@@ -386,3 +386,4 @@ def _asked_fields(request_class: type) -> tuple[str, ...]:
     """What `prompt` is asked in a request of `request_class`: every field but the caller and the
     completion it fills (read once per class: `dataclasses.fields` on every request cost more)."""
     return tuple(f.name for f in dataclasses.fields(request_class) if f.name not in ("dendrite", "completion"))
+

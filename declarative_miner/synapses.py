@@ -85,7 +85,9 @@ class Synapse:
     def parse(self, body: Mapping[str, Any], caller: TerminalInfo) -> Any:
         """A request made from a decoded body, or `MalformedBody` naming the field at fault."""
         try:
-            values = self._inputs_model.model_validate(dict(body)).model_dump()
+            # The validated fields as they stand: every declared type is a builtin, so model_dump's
+            # serialising copy would build the same values again.
+            values = self._inputs_model.model_validate(dict(body)).__dict__
         except pydantic.ValidationError as exc:
             raise MalformedBody("; ".join(_explain(error, self.inputs) for error in exc.errors())) from None
         for key, value in values.items():

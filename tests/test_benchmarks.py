@@ -27,10 +27,18 @@ def test_the_cache_benchmark_runs_at_a_tiny_size(tmp_path):
 
 def test_the_app_benchmark_runs_every_variant_and_its_profile_at_a_tiny_size():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "app.py"), "--batch", "5", "--rounds", "1",
-                             "--profile"], capture_output=True, text=True, timeout=300)
+                             "--profile", "--against", "HEAD"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("floor (verify and echo)", "miner, default config", "miner, cache.ttl=0", "miner, blacklist=open",
-                "Ordered by: cumulative time"):
+                "miner at HEAD", "Ordered by: cumulative time"):
+        assert row in result.stdout, result.stdout
+
+
+def test_the_protocol_benchmark_runs_both_protocols_at_a_tiny_size():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "protocol.py"), "--batch", "5", "--rounds", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("bare httptools protocol", "with the miner's guards"):
         assert row in result.stdout, result.stdout
 
 

@@ -150,7 +150,7 @@ class MinerApp:
                     return wire.success({}, body, time.perf_counter() - started)
                 request, body = await self._admit(scope, receive, headers, wire, synapse)
                 priority = float(self.priority(request))
-                async with CancelledIfGone(receive) as finishing:
+                with CancelledIfGone(receive) as finishing:
                     if synapse.stream:
                         return await self._stream(send, synapse, request, priority, wire, finishing)
                     answered = await self._run(synapse, request, priority)

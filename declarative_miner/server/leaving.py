@@ -11,7 +11,8 @@ WATCH_AFTER = 0.05  # seconds into the work before a request starts watching for
 
 
 class CancelledIfGone:
-    """Cancel the work inside when the client disconnects, and raise `ClientGone` instead.
+    """Cancel the work inside `with CancelledIfGone(receive):` (in a task) when the client
+    disconnects, and raise `ClientGone` instead.
 
     Once the body is read, the ASGI server's `receive()` returns only `http.disconnect`: when the
     client goes, or when the response is complete. Entering gives `finishing`, to call before
@@ -23,7 +24,7 @@ class CancelledIfGone:
         self._receive, self._gone = receive, False
         self._watcher: Optional[asyncio.Task] = None
 
-    async def __aenter__(self) -> Callable[[], None]:
+    def __enter__(self) -> Callable[[], None]:
         self._task, loop = asyncio.current_task(), asyncio.get_running_loop()
         self._timer: Optional[asyncio.TimerHandle] = loop.call_later(WATCH_AFTER, self._watch)
         return self.finishing
@@ -43,7 +44,7 @@ class CancelledIfGone:
         if self._watcher is not None:
             self._watcher.cancel()
 
-    async def __aexit__(self, kind: Optional[type], exc: Optional[BaseException], traceback: Any) -> bool:
+    def __exit__(self, kind: Optional[type], exc: Optional[BaseException], traceback: Any) -> bool:
         self.finishing()
         if kind is asyncio.CancelledError and self._gone:
             self._task.uncancel()
