@@ -9,9 +9,8 @@ measured is the app alone (verification, policies, cache, scheduler, prompt, rep
 answers its own pre-signed batches, and the variants take turns, batch by batch, so that all of them
 see the same moments of a shared, noisy machine. The collector is off while measuring (its pauses
 land on whichever batch is running) and the minimum batch is reported, since noise only adds time.
-The loop is uvloop's, as under uvicorn. `--against REV` extracts that revision's package (with its
-conf/ and recipes/) under another name, so old and new code take turns in one process (the callables
-its config names by `_target_`, such as the echo prompt, are still this checkout's).
+The loop is uvloop's, as under uvicorn. `--against REV` adds the miner as of that git revision
+(benchmarks/revision.py), so old and new code take turns in one process.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import json
 import importlib
+import json
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,22 +35,19 @@ from declarative_miner.config import compose
 from declarative_miner.miner import Miner
 from declarative_miner.wallet import open_wallet
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import revision  # noqa: E402  (benchmarks/revision.py)
+
 # Variant -> overrides of the default miner (each with a cache directory of its own).
 VARIANTS = {"miner, default config": [], "miner, cache.ttl=0": ["cache.ttl=0"],
             "miner, blacklist=open": ["blacklist=open"]}
-REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def miner_at(revision: str, overrides: list[str]):
-    """The ASGI app of the miner as of git `revision`, built from `overrides` (its package imported
-    as `dm_then`, beside its own conf/ and recipes/)."""
-    root = Path(tempfile.mkdtemp(prefix="dm-revision-"))
-    archive = subprocess.run(["git", "archive", revision, "declarative_miner", "conf", "recipes"], cwd=REPOSITORY,
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "x", "-C", str(root)], input=archive, check=True)
-    (root / "declarative_miner").rename(root / "dm_then")
-    sys.path.insert(0, str(root))
-    config, miner = importlib.import_module("dm_then.config"), importlib.import_module("dm_then.miner")
+def miner_at(rev: str, overrides: list[str]):
+    """The ASGI app of the miner as of git revision `rev`, built from `overrides`."""
+    sys.path.insert(0, str(revision.extract(rev)))
+    config = importlib.import_module(f"{revision.PACKAGE}.config")
+    miner = importlib.import_module(f"{revision.PACKAGE}.miner")
     return miner.Miner(config.compose(overrides)).asgi_app()
 
 

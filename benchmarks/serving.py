@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py                 # full run (a few minutes), prints one table
     python benchmarks/serving.py --requests 200 --reps 1 --concurrency 1,8   # quicker
+    python benchmarks/serving.py --against 4f865a9   # and the miner as of that revision, in the btauth/1 rows
 
 Every server runs on loopback in its own process and is driven by the same load generator
 (benchmarks/load.py) in the same run. Server CPU per request comes from /proc (robust on a noisy
@@ -22,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load  # noqa: E402
+import revision  # noqa: E402
 
 from declarative_miner.chain import dev  # noqa: E402
 from declarative_miner.wallet import create_wallet, open_wallet  # noqa: E402
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
     parser.add_argument("--v10-python", type=Path, default=DEFAULT_V10)
+    parser.add_argument("--against", metavar="REV", help="also the miner as of this git revision, in the btauth/1 rows")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -120,7 +123,7 @@ def main() -> None:
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
     print(f"{'row':<34} {'req/s median (min-max)':<24}  latency ms median (min-max)   server CPU/request")
 
-    ports = {name: load.free_port() for name in ("miner", "uncached", "floor", "axon", "workers", "shedding")}
+    ports = {name: load.free_port() for name in ("miner", "uncached", "floor", "axon", "workers", "shedding", "then")}
     # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
     # This miner never sheds a flooding address, so the cost of each refusal can be measured;
     # `shedding` is the default miner, which does.
@@ -139,10 +142,18 @@ def main() -> None:
                                  "hydra.run.dir=" + str(home / "run3")], ports["workers"], env)
     floor = load.Server("floor", [sys.executable, str(HERE / "floor.py"), "--port", str(ports["floor"]), "--hotkey",
                              miner_hotkey], ports["floor"], env)
+    compared = [("floor", floor), ("miner", miner)]
+    if args.against:  # the same miner as of another revision (benchmarks/revision.py), for a before/after
+        root = str(revision.extract(args.against))
+        compared.append((f"miner at {args.against}", load.Server(
+            "then", [sys.executable, "-m", revision.PACKAGE, f"home={home}", f"axon.port={ports['then']}",
+                     "axon.max_age=120", "axon.max_refusals_per_ip=0", "cache.directory=${home}/cache5",
+                     "hydra.run.dir=" + str(home / "run5")], ports["then"],
+            {**env, "PYTHONPATH": os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))})))
     results = {}
     try:
         for c in levels:
-            for name, server in (("floor", floor), ("miner", miner)):
+            for name, server in compared:
                 row = repeat(args.reps, lambda: measure(server, jobs(server, "btauth", wallets, dev.DEV_VALIDATOR,
                                                                      miner_hotkey, c, args.requests, args.processes)))
                 results[(name, "btauth", c)] = row
@@ -203,7 +214,7 @@ def main() -> None:
             show(label, cost[label])
         rss = miner.rss_mb()
     finally:
-        for server in (miner, uncached, floor, workers, shedding):
+        for server in (uncached, workers, shedding, *(server for _, server in compared)):
             server.stop()
 
     axon_rows = {}
@@ -228,6 +239,8 @@ def main() -> None:
               f"{ratio(results[('miner', 'btauth', c)]['cpu_ms'][0], floor_cpu)}   (target <= 1.5)")
         print(f"  c={c:<3}   the same with cache.ttl=0          "
               f"{ratio(results[('uncached', 'btauth', c)]['cpu_ms'][0], floor_cpu)}")
+        for name, _ in compared[2:]:
+            print(f"  c={c:<3}   {name:<34} {ratio(results[(name, 'btauth', c)]['cpu_ms'][0], floor_cpu)}")
     c = max(levels)
     print(f"  c={c:<3} two workers' req/s vs one's            "
           f"{ratio(results[('two workers', c)]['rps'][0], results[('one worker', c)]['rps'][0])}   (target >= 1.6)")

@@ -386,4 +386,3 @@ def _asked_fields(request_class: type) -> tuple[str, ...]:
     """What `prompt` is asked in a request of `request_class`: every field but the caller and the
     completion it fills (read once per class: `dataclasses.fields` on every request cost more)."""
     return tuple(f.name for f in dataclasses.fields(request_class) if f.name not in ("dendrite", "completion"))
-

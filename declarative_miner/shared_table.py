@@ -99,20 +99,19 @@ class SharedTable:
         emptier: the fullest bucket then stays near the average, so a table fills to most of its
         capacity before a bucket has no room (with one choice, 8192 entries overflowed a bucket at 27% full).
         """
-        number, size, memory = int.from_bytes(digest, "little"), self._bucket_bytes, self._memory
+        number, size = int.from_bytes(digest, "little"), self._bucket_bytes
         offsets = (number % self.buckets * size, (number >> 64) % self.buckets * size)
-        for offset in offsets:  # searched in place: copying the buckets out cost more than the search
-            at = _aligned(memory, digest, offset, offset + size)
+        both = [self._memory[offset:offset + size] for offset in offsets]
+        for offset, bucket in zip(offsets, both):
+            at = _aligned(bucket, digest)
             if at >= 0:
-                _, expires, owner, state = ENTRY.unpack_from(memory, at)
-                slot = (at - offset) // ENTRY.size
+                _, expires, owner, state = ENTRY.unpack_from(bucket, at)
+                slot = at // ENTRY.size
                 return (offset, slot, state, owner, expires) if expires > now else (offset, slot, EMPTY, 0, 0.0)
-        # each slot's state, a byte each
-        states = [memory[offset + _STATE:offset + size:ENTRY.size] for offset in offsets]
+        states = [bucket[_STATE::ENTRY.size] for bucket in both]  # each slot's state, a byte each
         emptier = 0 if states[0].count(EMPTY) >= states[1].count(EMPTY) else 1
         if EMPTY in states[emptier]:
             return (offsets[emptier], states[emptier].index(EMPTY), EMPTY, 0, 0.0)
-        both = [memory[offset:offset + size] for offset in offsets]
         victim: Optional[tuple[int, int]] = None
         victim_expires = float("inf")
         for offset, bucket in zip(offsets, both):
@@ -134,10 +133,10 @@ class SharedTable:
         self._memory.close()
 
 
-def _aligned(memory: mmap.mmap, digest: bytes, start: int, end: int) -> int:
-    """Where an entry between `start` and `end` holds `digest`, or -1. (find does in C what a loop
-    over the slots would do in Python; a match across two entries is possible, only not likely.)"""
-    at = memory.find(digest, start, end)
-    while at >= 0 and (at - start) % ENTRY.size:
-        at = memory.find(digest, at + 1, end)
+def _aligned(bucket: bytes, digest: bytes) -> int:
+    """Where an entry of `bucket` holds `digest`, or -1. (bytes.find does in C what a loop over the
+    slots would do in Python; a match across two entries is possible, only not likely.)"""
+    at = bucket.find(digest)
+    while at > 0 and at % ENTRY.size:
+        at = bucket.find(digest, at + 1)
     return at

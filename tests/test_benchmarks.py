@@ -44,10 +44,11 @@ def test_the_protocol_benchmark_runs_both_protocols_at_a_tiny_size():
 
 def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--requests", "40", "--reps", "1",
-                             "--concurrency", "1,2", "--v10-python", str(v10_python)],
+                             "--concurrency", "1,2", "--v10-python", str(v10_python), "--against", "HEAD"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for row in ("floor btauth/1 c=2", "miner btauth/1 c=2", "miner v10 route c=2", "miner blacklisted c=2",
+    for row in ("floor btauth/1 c=2", "miner btauth/1 c=2", "miner at HEAD btauth/1 c=2", "miner v10 route c=2",
+                "miner blacklisted c=2",
                 "validator under 20-caller flood, never sheds", "validator under forged claims, never sheds",
                 "validator under 20-caller flood, sheds (default)", "validator under forged claims, sheds (default)",
                 "validator, 600 held connections", "forged v10 1 MB", "stock v10 Axon c=2",

@@ -122,8 +122,11 @@ class _GuardedHttpTools(HttpToolsProtocol):
     def _count(self, size: int) -> None:
         self._header_bytes += size
         if self._header_bytes > self.max_header_bytes:
-            self._refuse("431 Request Header Fields Too Large",
-                         f"request line and headers exceed {self.max_header_bytes} bytes")
+            self._refuse_too_large()
+
+    def _refuse_too_large(self) -> None:
+        self._refuse("431 Request Header Fields Too Large",
+                     f"request line and headers exceed {self.max_header_bytes} bytes")
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -134,7 +137,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
         # every header of every request.
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.max_header_bytes:
-            self._count(0)
+            self._refuse_too_large()
         name = name.lower()
         if name == b"transfer-encoding":
             self._check_transfer_encoding(value)
