@@ -23,6 +23,7 @@ import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from declarative_miner.config import compose, to_settings
 from declarative_miner.server.http import guarded_protocol
 from declarative_miner.server.shedding import Shedding
 
@@ -80,8 +81,10 @@ def connected(protocol_class: type) -> tuple[HttpToolsProtocol, Transport]:
 
 
 async def measure(batch: int, rounds: int) -> dict[str, float]:
+    axon = to_settings(compose()).axon  # the guards' bounds as the default miner sets them (miner.py)
     protocols = {"bare httptools protocol": connected(HttpToolsProtocol),
-                 "with the miner's guards": connected(guarded_protocol(32768, 12.0, 128, Shedding(0)))}
+                 "with the miner's guards": connected(guarded_protocol(
+                     axon.max_header_bytes, axon.request_timeout, axon.max_connections_per_ip, Shedding(0)))}
     loop, best = asyncio.get_running_loop(), {name: float("inf") for name in protocols}
     for r in range(rounds + 1):
         for name, (protocol, transport) in protocols.items():

@@ -28,10 +28,12 @@ from typing import Callable, Iterator, Optional
 
 import diskcache
 
+from .table import key_digest
+
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 0.5  # seconds between writes of the queue: what a kill -9 may lose
-_ANSWERED = struct.Struct("<16sd")  # a batched key's first 16 bytes (all the claim table keeps) and its expiry
+_ANSWERED = struct.Struct("<16sd")  # a batched key's digest (all the claim table keeps: key_digest) and its expiry
 
 
 _Stores = tuple[Optional[diskcache.Cache], Optional[diskcache.Cache]]
@@ -154,7 +156,7 @@ class SavedPrompts:
                         self._store.set(key, completion, expire=max(expires - now, 0.001))
             # Second, so a batch on disk never names a completion that is not (a kill -9 between the
             # two loses the batch: those prompts may be answered once more after the restart).
-            blob = b"".join(_ANSWERED.pack(bytes.fromhex(key[:32]), expires) for key, expires in answered)
+            blob = b"".join(_ANSWERED.pack(key_digest(key), expires) for key, expires in answered)
             last = max(expires for _, expires in answered)
             self._batches.set(f"{os.getpid()}:{time.time_ns()}", blob, expire=max(last - now, 0.001))
             return True

@@ -15,6 +15,11 @@ ANSWERED = "answered"  # answered within the ttl
 COMPUTING = "computing"  # being answered now, by a live process (this one included)
 
 
+def key_digest(key: str) -> bytes:
+    """What the table (and a saved batch) keeps of a prompt's key, a sha256 in hex: its first 16 bytes."""
+    return bytes.fromhex(key[:32])
+
+
 class ClaimTable(SharedTable):
     """Recent prompts by key, with an owner for each one being answered.
 
@@ -29,7 +34,7 @@ class ClaimTable(SharedTable):
 
         A claim left by a process that is gone is taken over (NEW).
         """
-        digest = bytes.fromhex(key[:32])
+        digest = key_digest(key)
         with self._lock:
             offset, slot, state, owner, _ = self._find(digest, now)
             if state == DONE:
@@ -41,14 +46,14 @@ class ClaimTable(SharedTable):
 
     def settle(self, key: str, expires: float) -> None:
         """Mark `key` answered until `expires`."""
-        digest = bytes.fromhex(key[:32])
+        digest = key_digest(key)
         with self._lock:
             offset, slot, _, _, _ = self._find(digest, 0.0)
             self._write(offset, slot, digest, expires, 0, DONE)
 
     def release(self, key: str) -> None:
         """Forget `key` (its prompt failed: asking again is no duplicate)."""
-        digest = bytes.fromhex(key[:32])
+        digest = key_digest(key)
         with self._lock:
             offset, slot, state, _, _ = self._find(digest, 0.0)
             if state != EMPTY:

@@ -261,7 +261,7 @@ class MinerApp:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _slot(self, priority: float) -> float:
+    async def _wait_for_slot(self, priority: float) -> float:
         """Wait for a scheduler slot (then hold it: `with Slot(self.scheduler):`); returns the
         deadline (loop time) shared by queueing and work."""
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout
@@ -269,7 +269,7 @@ class MinerApp:
         return deadline
 
     async def _run(self, synapse: Synapse, request: Any, priority: float) -> Any:
-        deadline = await self._slot(priority)
+        deadline = await self._wait_for_slot(priority)
         with Slot(self.scheduler):
             try:
                 with Deadline(deadline):
@@ -281,7 +281,7 @@ class MinerApp:
                       finishing: Callable[[], None]) -> None:
         """Stream the answer as it is produced. Errors before the first chunk are ordinary JSON
         errors; after it the status is sent, so the stream ends with the wire format's error frame."""
-        deadline = await self._slot(priority)
+        deadline = await self._wait_for_slot(priority)
         with Slot(self.scheduler):
             chunks = self.stream(synapse, request).__aiter__()
             try:
