@@ -1,4 +1,5 @@
-"""A closed-loop HTTP load generator: pre-signed requests, keep-alive connections, several processes.
+"""A closed-loop HTTP load generator: pre-signed requests, keep-alive connections, several processes;
+or paced, each connection sending at a set rate (never more than one request outstanding).
 
 Each process signs its whole batch before it starts sending (so signing never competes with the
 server for time), then runs its share of the connections; each connection sends its requests one
@@ -94,6 +95,7 @@ class Job:
     source: str = "127.0.0.1"  # the local address to connect from (127.0.0.2 stands for another host)
     forge: bool = False  # claim the caller's hotkey with a signature of zeros (401-bound)
     size: int = 0  # pad each prompt to this many characters
+    pace: float = 0.0  # seconds from one of a connection's requests to its next (0: as soon as answered)
 
 
 def _http(port: int, headers: dict, body: bytes) -> bytes:
@@ -138,13 +140,18 @@ async def _read_response(reader: asyncio.StreamReader) -> int | None:
     return int(head.split(None, 2)[1])
 
 
-async def _connection(port: int, source: str, requests: list[bytes], results: list) -> None:
+async def _connection(port: int, source: str, requests: list[bytes], results: list, pace: float) -> None:
     async def connect():
         return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0), limit=2**21)
 
     reader, writer = await connect()
+    loop = asyncio.get_running_loop()
+    due = loop.time()
     try:
         for raw in requests:
+            if pace:  # at a set rate: a server's CPU per request compared at the same load
+                due += pace
+                await asyncio.sleep(due - loop.time())
             started = time.perf_counter()
             writer.write(raw)
             while (status := await _read_response(reader)) is None:
@@ -169,7 +176,7 @@ def _run(index: int, job: Job, start_at: float, queue) -> None:
     time.sleep(max(0.0, start_at - time.time()))
 
     async def main() -> None:
-        await asyncio.gather(*(_connection(job.port, job.source, batch, results) for batch in batches))
+        await asyncio.gather(*(_connection(job.port, job.source, batch, results, job.pace) for batch in batches))
 
     uvloop.run(main())  # the servers' event loop: the generator takes less of the shared cores
     used = os.times()

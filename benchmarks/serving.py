@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import socket
 import statistics
@@ -158,6 +159,13 @@ def main() -> None:
                                                                      miner_hotkey, c, args.requests, args.processes)))
                 results[(name, "btauth", c)] = row
                 show(f"{name} btauth/1 c={c}", row)
+            # The closed loop gives a faster server more requests a second, each cheaper (its client
+            # is busier, so fewer wake-ups): the floor again, held to the miner's rate.
+            pace = c / results[("miner", "btauth", c)]["rps"][0]
+            row = repeat(args.reps, lambda: measure(floor, [dataclasses.replace(job, pace=pace) for job in jobs(
+                floor, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, c, args.requests, args.processes)]))
+            results[("paced floor", "btauth", c)] = row
+            show(f"floor at the miner's req/s c={c}", row)
         for c in levels:
             row = repeat(args.reps, lambda: measure(uncached, jobs(uncached, "btauth", wallets, dev.DEV_VALIDATOR,
                                                                    miner_hotkey, c, args.requests, args.processes)))
@@ -237,6 +245,9 @@ def main() -> None:
         floor_cpu = results[("floor", "btauth", c)]["cpu_ms"][0]
         print(f"  c={c:<3} miner CPU/request vs floor          "
               f"{ratio(results[('miner', 'btauth', c)]['cpu_ms'][0], floor_cpu)}   (target <= 1.5)")
+        paced_cpu = results[("paced floor", "btauth", c)]["cpu_ms"][0]
+        print(f"  c={c:<3}   vs the floor at the miner's req/s  "
+              f"{ratio(results[('miner', 'btauth', c)]['cpu_ms'][0], paced_cpu)}")
         print(f"  c={c:<3}   the same with cache.ttl=0          "
               f"{ratio(results[('uncached', 'btauth', c)]['cpu_ms'][0], floor_cpu)}")
         for name, _ in compared[2:]:

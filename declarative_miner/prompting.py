@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+import pydantic_core
+
 from .errors import MalformedBody
 
 
@@ -49,10 +51,15 @@ class Prompting:
 def decode_json(raw: bytes) -> dict:
     """The JSON object in a request body, or `MalformedBody` saying what is wrong."""
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        # UnicodeDecodeError is a ValueError: non-UTF-8 bodies land here too.
-        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+        body = pydantic_core.from_json(raw, cache_strings=False)  # a fifth of json.loads' time
+    except ValueError:
+        # Whatever it refuses, json.loads decides as it always has (lone surrogates, which are valid
+        # JSON but not text, are refused later by name; other encodings), and words the reason.
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            # UnicodeDecodeError is a ValueError: non-UTF-8 bodies land here too.
+            raise MalformedBody(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedBody("body must be a JSON object of the request's fields")
     return body

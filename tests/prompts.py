@@ -30,6 +30,10 @@ async def async_upper(request: Prompting) -> str:
     return request.messages[-1].upper()
 
 
+def lone_surrogate(request: Prompting) -> str:
+    return "caf\ud800"  # text no UTF-8 encoder takes, but JSON can carry escaped
+
+
 def hotkey_of_caller(request: Prompting) -> str:
     return request.dendrite.hotkey
 

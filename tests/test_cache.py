@@ -4,6 +4,8 @@ process, and a restart (clean or kill -9) keeps what was saved. Real diskcache, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import signal
 import threading
@@ -61,6 +63,18 @@ def test_scope_caller_counts_duplicates_per_validator(make_miner, client_for):
         assert first.prompt(["asked twice"]).status == 200
         assert second.prompt(["asked twice"]).status == 200
         assert second.prompt(["asked twice"]).status == 409
+
+
+@pytest.mark.parametrize("scope", ["global", "caller"])
+def test_a_key_is_the_same_sha256_in_every_version(scope):
+    """A saved prompt is found again only if its key is computed as it was: sha256 of the JSON list
+    [namespace, type, inputs, caller], non-ASCII kept, keys sorted (a restart after an upgrade)."""
+    cache = PromptCache(60, "reject", scope, '{"_target_": "ns.é"}', store=None)
+    inputs = {"roles": ["user"], "messages": ["¿qué?"], "extra": {"b": 1, "a": [2.5, None]}}
+    for asked in ("Prompting", "Other"):
+        caller = "5Caller" if scope == "caller" else None
+        listed = json.dumps([cache.namespace, asked, inputs, caller], ensure_ascii=False, sort_keys=True)
+        assert cache.key(asked, inputs, "5Caller") == hashlib.sha256(listed.encode()).hexdigest()
 
 
 def test_a_bad_scope_is_a_config_error(make_miner):

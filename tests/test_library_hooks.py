@@ -8,6 +8,7 @@ tested; this fails loudly, naming the hook, when an upgrade moves one.
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 import uvicorn
@@ -43,6 +44,17 @@ def test_the_attributes_the_protocol_reads_are_set_by_uvicorn():
     cycle = inspect.getsource(inspect.getmodule(HttpToolsProtocol).RequestResponseCycle)
     for attribute in ("self.more_body", "self.response_complete"):
         assert attribute in cycle, f"uvicorn's RequestResponseCycle no longer sets {attribute}"
+
+
+def test_a_response_cycle_writes_its_head_once_through_what_ours_wraps():
+    # _HeadWithBody stands in for the cycle's transport: it must offer all the cycle calls, and it
+    # knows a head by uvicorn's status line, written whole in one call.
+    module = inspect.getmodule(HttpToolsProtocol)
+    cycle = inspect.getsource(module.RequestResponseCycle)
+    assert set(re.findall(r"self\.transport\.(\w+)", cycle)) == {"write", "close", "is_closing"}
+    assert 'self.transport.write(b"".join(content))' in cycle
+    assert all(line.startswith(b"HTTP/1.1 %d " % status) for status, line in module.STATUS_LINE.items())
+    assert "self.cycle = RequestResponseCycle(" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
 
 
 def test_uvicorns_on_header_is_what_ours_repeats():

@@ -135,6 +135,20 @@ def test_an_answered_request_whose_body_is_never_read_closes_the_connection(make
         assert closed_by_server_within(sock, 5)
 
 
+def test_a_client_expecting_100_continue_gets_it_then_its_answer(make_miner, hotkeys):
+    # curl asks with `Expect: 100-continue` for bodies over 1 KB, and sends the body once told to.
+    with make_miner("cache.ttl=0") as miner, connect(miner.port, source="127.0.0.1") as sock:
+        body = json.dumps({"roles": ["user"], "messages": ["long " * 400]}).encode()
+        headers = http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting", body=body,
+                                 receiver_ss58=miner.hotkey)
+        sock.sendall(request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body),
+                                                          "Expect": "100-continue"}))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        status, _, answer = read_response(sock)
+    assert (status, json.loads(answer)["completion"]) == (200, "long " * 400)
+
+
 def test_a_keep_alive_connection_trickling_blank_lines_is_closed(make_miner):
     with make_miner("axon.request_timeout=1") as miner, connect(miner.port) as sock:
         sock.sendall(request_bytes("GET", "/health", {}))

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import socket
+import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import uvloop
+from bittensor import http_auth
 
+from declarative_miner.chain import dev
 from declarative_miner.miner import Miner
 from declarative_miner.prompting import Prompting
+from declarative_miner.server.http import _HeadWithBody
 
 from . import prompts
+from .test_open_internet import read_response, request_bytes
 
 
 def _raw_request(port: int, head: str, timeout: float = 5.0) -> str:
@@ -72,7 +81,7 @@ def test_an_unknown_hotkey_is_rejected_before_its_body_is_read(make_miner, hotke
         answer = _raw_request(miner.port, "POST /Prompting HTTP/1.1\r\nHost: x\r\n"
                               f"X-Bittensor-Hotkey: {stranger}\r\nContent-Length: 1000\r\n\r\n")
     assert answer.startswith("HTTP/1.1 403")
-    assert '"reason": "registered: hotkey is not registered on netuid 1"' in answer
+    assert json.loads(answer.partition("\r\n\r\n")[2])["reason"] == "registered: hotkey is not registered on netuid 1"
 
 
 def test_each_blacklist_rule_gives_its_reason(make_miner, client_for):
@@ -133,6 +142,7 @@ def test_a_replayed_request_is_a_401(make_miner, client_for):
     (b'{"roles": ["user"], "messages": [1]}', "'messages.0': input should be a valid string; 'messages' is list[str]"),
     (b'{"roles": ["user"]}', "'messages': field required; 'messages' is list[str]"),
     (b'{"roles": [], "messages": ["a"]}', "'roles' has 0 entries but 'messages' has 1"),
+    (b'{"roles": ["user"], "messages": ["\\ud800"]}', "'messages' holds a lone surrogate"),
 ])
 def test_a_malformed_body_is_a_422_with_the_reason(make_miner, client_for, body, reason):
     with make_miner() as miner:
@@ -141,6 +151,83 @@ def test_a_malformed_body_is_a_422_with_the_reason(make_miner, client_for, body,
         assert (reply.status, reply.error) == (422, "malformed body")
         assert reply.reason.startswith(reason)
         assert client.prompt(["still serving"]).status == 200
+
+
+@pytest.mark.parametrize("body", [
+    b'\xef\xbb\xbf{"roles": ["user"], "messages": ["after a byte order mark"]}',
+    b'{"roles": ["user"], "messages": ["nested deep"], "ignored": ' + b"[" * 300 + b"]" * 300 + b"}",
+])
+def test_a_body_pythons_json_reads_is_served_though_the_fast_parser_refuses_it(make_miner, client_for, body):
+    """Bodies are parsed by pydantic_core first; what it refuses, json.loads decides as it always did."""
+    with make_miner() as miner:
+        client = client_for(miner)
+        assert client.send(body, client.signed_headers(body)).status == 200
+
+
+def test_a_completion_holding_a_lone_surrogate_is_still_answered_in_json(make_miner, hotkeys):
+    """The fast encoder refuses such text; json.dumps escapes it, as every reply was encoded before."""
+    with make_miner("prompt._target_=tests.prompts.lone_surrogate", "cache.ttl=0") as miner:
+        body = json.dumps({"roles": ["user"], "messages": ["hi"]}).encode()
+        headers = http_auth.sign(hotkeys[dev.DEV_VALIDATOR], method="POST", path="/Prompting", body=body,
+                                 receiver_ss58=miner.hotkey)
+        reply = httpx.post(f"http://127.0.0.1:{miner.port}/Prompting", content=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert json.loads(reply.content)["completion"] == "caf\ud800"
+
+
+def test_a_response_leaves_the_miner_in_one_write(make_miner, hotkeys):
+    """uvicorn writes a response's head and its body apart: two system calls, two wake-ups of the
+    client. The miner joins them; the kernel counts the serving thread's writes."""
+    def writes() -> int:
+        io = Path(f"/proc/self/task/{server.native_id}/io").read_text()
+        return int(re.search(r"^syscw: (\d+)$", io, re.MULTILINE).group(1))
+
+    with make_miner("cache.ttl=0") as miner, socket.create_connection(("127.0.0.1", miner.port)) as sock:
+        server = next(thread for thread in threading.enumerate() if thread.name == "miner")
+        signer = hotkeys[dev.DEV_VALIDATOR]
+
+        def ask(i: int) -> int:
+            body = json.dumps({"roles": ["user"], "messages": [f"one write {i}"]}).encode()
+            headers = http_auth.sign(signer, method="POST", path="/Prompting", body=body, receiver_ss58=miner.hotkey)
+            sock.sendall(request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body)}, body))
+            return read_response(sock)[0]
+
+        assert ask(-1) == 200
+        before = writes()
+        assert [ask(i) for i in range(20)] == [200] * 20
+        written = writes() - before
+    assert written <= 22, f"{written} writes for 20 responses"
+
+
+def test_a_held_head_leaves_by_the_loops_next_turn_and_100_continue_at_once():
+    """What holds a response's head back never keeps it: without a body it leaves on the loop's next
+    turn, and an interim `100 Continue` (the client waits for it to send its body) is not held."""
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+        try:
+            responses = _HeadWithBody(transport, loop)
+            responses.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            assert theirs.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            responses.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            with pytest.raises(BlockingIOError):
+                theirs.recv(100)  # held for its body
+            await asyncio.sleep(0)  # one turn of the loop, no time
+            assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+            responses.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+            responses.write(b"hi")
+            assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"
+            responses.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+            responses.close()  # what was held goes first
+            theirs.settimeout(10)
+            assert theirs.recv(100) == b"HTTP/1.1 500 Internal Server Error\r\n\r\n"
+        finally:
+            transport.abort()
+            theirs.close()
+
+    uvloop.run(check())
 
 
 def test_a_body_over_the_limit_is_a_413(make_miner, client_for):

@@ -24,6 +24,10 @@ CULL_INTERVAL = 30.0  # seconds between sweeps of expired entries on disk
 RECENT = 4096  # completions this process keeps in memory under `reuse`
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
 def answerer(prompt: Mapping[str, Any], own_prompt: Optional[str] = None) -> str:
     """Who answers, as a key names it by default: the `prompt` config (`_target_` and every
     argument), and the class whose own `prompt` method overrides it, if any."""
@@ -50,12 +54,19 @@ class PromptCache:
         self._computing: dict[str, asyncio.Future] = {}
         self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._culling: Optional[asyncio.Task] = None
+        self._hashed: dict[str, Any] = {}  # request type -> sha256 of the key's JSON up to its inputs
         self.hits = 0
 
     def key(self, request_type: str, inputs: Mapping[str, Any], caller: Optional[str]) -> str:
-        """sha256 of who answers, what was asked and (scope `caller`) by whom."""
-        asked = [self.namespace, request_type, inputs, caller if self.scope == "caller" else None]
-        return hashlib.sha256(json.dumps(asked, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        """sha256 of who answers, what was asked and (scope `caller`) by whom: of the JSON list
+        `[namespace, request_type, inputs, caller or null]` (ensure_ascii off, keys sorted), the
+        same bytes whatever the version, so a restart after an upgrade keeps its saved prompts."""
+        if (start := self._hashed.get(request_type)) is None:  # the namespace is long: hashed once per type
+            start = hashlib.sha256(f"[{_json([self.namespace, request_type])[1:-1]}, ".encode())
+            self._hashed[request_type] = start
+        digest = start.copy()
+        digest.update(f"{_json(inputs)}, {_json(caller if self.scope == 'caller' else None)}]".encode())
+        return digest.hexdigest()
 
     @property
     def where(self) -> str:

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Sequence
 
+import pydantic_core
+
 from ..errors import (
     BadRequest,
     Blacklisted,
@@ -124,7 +126,7 @@ class MinerApp:
             log.exception("request failed")
             status, (payload, extra) = 500, wire.failure(RequestError(f"{type(exc).__name__}: {exc}"))
         if payload is not None:  # None: the answer was streamed
-            body = json.dumps(payload).encode()
+            body = encode_json(payload)
             if self.sign_reply is not None and scope["path"] != HEALTH_ROUTE:
                 extra = {**extra, **self.sign_reply(method=scope["method"], path=_target(scope), body=body,
                                                     receiver_ss58=scope.get(CALLER))}
@@ -345,6 +347,15 @@ def _target(scope: dict) -> str:
     path = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string", b"")
     return (path + b"?" + query if query else path).decode("latin-1")
+
+
+def encode_json(payload: Any) -> bytes:
+    """`payload` as JSON, by pydantic_core (a tenth of json.dumps' time, text as UTF-8); what it
+    refuses (text holding lone surrogates) by json.dumps, which escapes it."""
+    try:
+        return pydantic_core.to_json(payload)
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(payload).encode()
 
 
 async def send_bytes(send: Callable, status: int, body: bytes, content_type: str,
