@@ -176,11 +176,12 @@ def main() -> None:
             results[(name, c)] = repeat(args.reps, lambda: measure(server, jobs(
                 server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, c, args.requests, args.processes)))
             show(f"miner {name} btauth/1 c={c}", results[(name, c)])
-        for c in levels:
-            row = repeat(args.reps, lambda: measure(miner, jobs(miner, "v10", wallets, dev.DEV_VALIDATOR, miner_hotkey,
-                                                                c, args.requests, args.processes)))
-            results[("miner", "v10", c)] = row
-            show(f"miner v10 route c={c}", row)
+        for c in levels:  # the floor checks a v10 request as a v10 Axon does (floor.py): the legacy floor
+            for name, label, server in (("floor", "floor v10", floor), ("miner", "miner v10 route", miner)):
+                row = repeat(args.reps, lambda: measure(server, jobs(server, "v10", wallets, dev.DEV_VALIDATOR,
+                                                                     miner_hotkey, c, args.requests, args.processes)))
+                results[(name, "v10", c)] = row
+                show(f"{label} c={c}", row)
         c = max(levels)
         for who in ("stranger", dev.DEV_VALIDATOR):
             row = repeat(args.reps, lambda: measure(miner, jobs(miner, "btauth", wallets, who, miner_hotkey, c,
@@ -255,6 +256,10 @@ def main() -> None:
     c = max(levels)
     print(f"  c={c:<3} two workers' req/s vs one's            "
           f"{ratio(results[('two workers', c)]['rps'][0], results[('one worker', c)]['rps'][0])}   (target >= 1.6)")
+    for c in levels:
+        print(f"  c={c:<3} miner v10 CPU/request vs v10 floor  "
+              f"{ratio(results[('miner', 'v10', c)]['cpu_ms'][0], results[('floor', 'v10', c)]['cpu_ms'][0])}"
+              "   (target <= 1.5)")
     for c, row in axon_rows.items():
         print(f"  c={c:<3} miner v10 req/s vs stock Axon       "
               f"{ratio(results[('miner', 'v10', c)]['rps'][0], row['rps'][0], '6.1f')}   (target >= 20)")

@@ -48,6 +48,7 @@ def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("floor btauth/1 c=2", "miner btauth/1 c=2", "miner at HEAD btauth/1 c=2", "miner v10 route c=2",
+                "floor v10 c=2", "miner v10 CPU/request vs v10 floor",
                 "floor at the miner's req/s c=2", "vs the floor at the miner's req/s",
                 "miner blacklisted c=2",
                 "validator under 20-caller flood, never sheds", "validator under forged claims, never sheds",
