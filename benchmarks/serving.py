@@ -152,35 +152,32 @@ def main() -> None:
                      "hydra.run.dir=" + str(home / "run5")], ports["then"],
             {**env, "PYTHONPATH": os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))})))
     results = {}
+
+    def served(server: load.Server, protocol: str, c: int, pace: float = 0.0) -> dict:
+        """`args.reps` runs of the validator's load at concurrency `c` (paced: see load.Job)."""
+        return repeat(args.reps, lambda: measure(server, [dataclasses.replace(job, pace=pace) for job in jobs(
+            server, protocol, wallets, dev.DEV_VALIDATOR, miner_hotkey, c, args.requests, args.processes)]))
+
     try:
         for c in levels:
             for name, server in compared:
-                row = repeat(args.reps, lambda: measure(server, jobs(server, "btauth", wallets, dev.DEV_VALIDATOR,
-                                                                     miner_hotkey, c, args.requests, args.processes)))
-                results[(name, "btauth", c)] = row
+                row = results[(name, "btauth", c)] = served(server, "btauth", c)
                 show(f"{name} btauth/1 c={c}", row)
-            # The closed loop gives a faster server more requests a second, each cheaper (its client
-            # is busier, so fewer wake-ups): the floor again, held to the miner's rate.
+            # The closed loop gives a faster server more requests a second, and each costs it less
+            # (docs/performance.md): the floor again, held to the miner's rate.
             pace = c / results[("miner", "btauth", c)]["rps"][0]
-            row = repeat(args.reps, lambda: measure(floor, [dataclasses.replace(job, pace=pace) for job in jobs(
-                floor, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, c, args.requests, args.processes)]))
-            results[("paced floor", "btauth", c)] = row
+            row = results[("paced floor", "btauth", c)] = served(floor, "btauth", c, pace)
             show(f"floor at the miner's req/s c={c}", row)
         for c in levels:
-            row = repeat(args.reps, lambda: measure(uncached, jobs(uncached, "btauth", wallets, dev.DEV_VALIDATOR,
-                                                                   miner_hotkey, c, args.requests, args.processes)))
-            results[("uncached", "btauth", c)] = row
+            row = results[("uncached", "btauth", c)] = served(uncached, "btauth", c)
             show(f"miner cache.ttl=0 btauth/1 c={c}", row)
         c = max(levels)
         for name, server in (("one worker", miner), ("two workers", workers)):
-            results[(name, c)] = repeat(args.reps, lambda: measure(server, jobs(
-                server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, c, args.requests, args.processes)))
+            results[(name, c)] = served(server, "btauth", c)
             show(f"miner {name} btauth/1 c={c}", results[(name, c)])
         for c in levels:  # the floor checks a v10 request as a v10 Axon does (floor.py): the legacy floor
             for name, label, server in (("floor", "floor v10", floor), ("miner", "miner v10 route", miner)):
-                row = repeat(args.reps, lambda: measure(server, jobs(server, "v10", wallets, dev.DEV_VALIDATOR,
-                                                                     miner_hotkey, c, args.requests, args.processes)))
-                results[(name, "v10", c)] = row
+                row = results[(name, "v10", c)] = served(server, "v10", c)
                 show(f"{label} c={c}", row)
         c = max(levels)
         for who in ("stranger", dev.DEV_VALIDATOR):
