@@ -108,8 +108,10 @@ async def completion_of(result: Any, executor: Executor) -> str:
     if inspect.isgenerator(result):
         return "".join(map(_text, await in_thread(executor, list, result)))
     if inspect.isasyncgen(result):  # read directly: through chunks_of, each chunk cost twice as much
-        async with contextlib.aclosing(result):
+        try:
             return "".join([_text(chunk) async for chunk in result])
+        finally:  # as contextlib.aclosing, without its two coroutines a request
+            await result.aclose()
     return _text(result)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import pydantic_core
 
@@ -53,13 +53,36 @@ def decode_json(raw: bytes) -> dict:
     try:
         body = pydantic_core.from_json(raw, cache_strings=False)  # a fifth of json.loads' time
     except ValueError:
-        # Whatever it refuses, json.loads decides as it always has (lone surrogates, which are valid
-        # JSON but not text, are refused later by name; other encodings), and words the reason.
+        # Whatever it refuses, json.loads decides as it always has (other encodings; lone surrogates,
+        # which are valid JSON but not text, are then refused by name), and words the reason.
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError) as exc:
             # UnicodeDecodeError is a ValueError: non-UTF-8 bodies land here too.
             raise MalformedBody(f"body is not valid JSON: {exc}") from None
+        if isinstance(body, dict):  # what pydantic_core accepts holds none: only this path looks
+            for key, value in body.items():
+                _require_unicode([key, value], key)
     if not isinstance(body, dict):
         raise MalformedBody("body must be a JSON object of the request's fields")
     return body
+
+
+def _require_unicode(value: Any, key: str) -> None:
+    """`MalformedBody` naming `key` if `value` holds a lone surrogate anywhere (valid JSON escapes, such as
+    "\\ud800", but not text anything can encode). A loop, not recursion: json.loads takes nesting
+    nearly as deep as the interpreter's recursion limit."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    raise MalformedBody(f"'{key}' holds a lone surrogate, which is not valid Unicode text") from None
+        elif isinstance(value, dict):
+            pending.extend(value)  # its keys
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)

@@ -99,23 +99,22 @@ class SharedTable:
         emptier: the fullest bucket then stays near the average, so a table fills to most of its
         capacity before a bucket has no room (with one choice, 8192 entries overflowed a bucket at 27% full).
         """
-        number, size = int.from_bytes(digest, "little"), self._bucket_bytes
+        number, size, memory = int.from_bytes(digest, "little"), self._bucket_bytes, self._memory
         offsets = (number % self.buckets * size, (number >> 64) % self.buckets * size)
-        both = [self._memory[offset:offset + size] for offset in offsets]
-        for offset, bucket in zip(offsets, both):
-            at = _aligned(bucket, digest)
+        for offset in offsets:  # searched in place: copying the buckets out cost more than the search
+            at = _aligned(memory, digest, offset, offset + size)
             if at >= 0:
-                _, expires, owner, state = ENTRY.unpack_from(bucket, at)
-                slot = at // ENTRY.size
+                _, expires, owner, state = ENTRY.unpack_from(memory, at)
+                slot = (at - offset) // ENTRY.size
                 return (offset, slot, state, owner, expires) if expires > now else (offset, slot, EMPTY, 0, 0.0)
-        states = [bucket[_STATE::ENTRY.size] for bucket in both]  # each slot's state, a byte each
+        states = [memory[offset + _STATE:offset + size:ENTRY.size] for offset in offsets]  # a byte a slot
         emptier = 0 if states[0].count(EMPTY) >= states[1].count(EMPTY) else 1
         if EMPTY in states[emptier]:
             return (offsets[emptier], states[emptier].index(EMPTY), EMPTY, 0, 0.0)
         victim: Optional[tuple[int, int]] = None
         victim_expires = float("inf")
-        for offset, bucket in zip(offsets, both):
-            for slot, (_, expires, _, state) in enumerate(ENTRY.iter_unpack(bucket)):
+        for offset in offsets:
+            for slot, (_, expires, _, state) in enumerate(ENTRY.iter_unpack(memory[offset:offset + size])):
                 if expires <= now:
                     return (offset, slot, EMPTY, 0, 0.0)
                 if state == DONE and expires < victim_expires:
@@ -133,10 +132,11 @@ class SharedTable:
         self._memory.close()
 
 
-def _aligned(bucket: bytes, digest: bytes) -> int:
-    """Where an entry of `bucket` holds `digest`, or -1. (bytes.find does in C what a loop over the
-    slots would do in Python; a match across two entries is possible, only not likely.)"""
-    at = bucket.find(digest)
+def _aligned(memory: mmap.mmap, digest: bytes, start: int, end: int) -> int:
+    """Where an entry of the bucket at `memory[start:end]` holds `digest`, or -1. (find does in C
+    what a loop over the slots would do in Python; a match across two entries is possible, only
+    not likely.)"""
+    at = memory.find(digest, start, end)
     while at > 0 and at % ENTRY.size:
-        at = bucket.find(digest, at + 1)
+        at = memory.find(digest, at + 1, end)
     return at

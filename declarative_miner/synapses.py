@@ -90,8 +90,6 @@ class Synapse:
             values = self._inputs_model.model_validate(dict(body)).__dict__
         except pydantic.ValidationError as exc:
             raise MalformedBody("; ".join(_explain(error, self.inputs) for error in exc.errors())) from None
-        for key, value in values.items():
-            _require_unicode(value, key)
         request = self.request_class(**values, dendrite=caller)
         if (check := getattr(request, "check", None)) is not None:
             check()  # the class's own rules (Prompting: as many roles as messages)
@@ -121,19 +119,6 @@ def _explain(error: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
 
 def _type_name(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) and not getattr(tp, "__args__", None) else str(tp).replace("typing.", "")
-
-
-def _require_unicode(value: Any, key: str) -> None:
-    # JSON may escape lone surrogates ("\ud800"): valid JSON, but not text anything can encode.
-    if isinstance(value, str):
-        if not value.isascii():
-            try:
-                value.encode()
-            except UnicodeEncodeError:
-                raise MalformedBody(f"'{key}' holds a lone surrogate, which is not valid Unicode text") from None
-    elif isinstance(value, (list, dict)):
-        for item in (value.values() if isinstance(value, dict) else value):
-            _require_unicode(item, key)
 
 
 def build_synapses(declared: Mapping[str, Any]) -> dict[str, Synapse]:

@@ -143,6 +143,11 @@ def test_a_replayed_request_is_a_401(make_miner, client_for):
     (b'{"roles": ["user"]}', "'messages': field required; 'messages' is list[str]"),
     (b'{"roles": [], "messages": ["a"]}', "'roles' has 0 entries but 'messages' has 1"),
     (b'{"roles": ["user"], "messages": ["\\ud800"]}', "'messages' holds a lone surrogate"),
+    # Anywhere in the body, keys included, at any depth json.loads reads: a body must be text.
+    (b'{"roles": ["user"], "messages": ["hi"], "ignored": {"deep": ["\\udc00"]}}', "'ignored' holds a lone surrogate"),
+    (b'{"roles": ["user"], "messages": ["hi"], "\\ud800": 1}', "'\ud800' holds a lone surrogate"),
+    (b'{"roles": ["user"], "messages": ["hi"], "ignored": ' + b"[" * 600 + b'"\\ud800"' + b"]" * 600 + b"}",
+     "'ignored' holds a lone surrogate"),
 ])
 def test_a_malformed_body_is_a_422_with_the_reason(make_miner, client_for, body, reason):
     with make_miner() as miner:
