@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from bittensor import http_auth
@@ -67,6 +68,17 @@ def floor_app(hotkey: str):
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
     return app
+
+
+def dev_network(home: Path) -> tuple[Any, str, list[str]]:
+    """A dev network in `home`: (the dev validator's hotkey, which signs, the dev miner's ss58, the
+    overrides of a miner serving it)."""
+    wallets = str(dev.dev_wallets_dir(str(home)))
+    dev.prepare(str(home), "dev-miner", "default", wallets, str(home / "dev" / "metagraph.yaml"), 1)
+    signer = open_wallet(dev.DEV_VALIDATOR, "default", wallets).hotkey
+    receiver = open_wallet("dev-miner", "default", wallets).hotkey.ss58_address
+    # The metagraph is never refreshed here: a sync interval longer than the run keeps it fresh.
+    return signer, receiver, [f"home={home}", "network.sync_interval=3600", "axon.max_age=3600"]
 
 
 def batch(signer, receiver: str, tag: str, size: int) -> list[tuple[list, bytes]]:
@@ -121,12 +133,7 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="also the default miner as of this git revision")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dm-app-bench-"))
-    wallets = str(dev.dev_wallets_dir(str(home)))
-    dev.prepare(str(home), "dev-miner", "default", wallets, str(home / "dev" / "metagraph.yaml"), 1)
-    signer = open_wallet(dev.DEV_VALIDATOR, "default", wallets).hotkey
-    receiver = open_wallet("dev-miner", "default", wallets).hotkey.ss58_address
-    # The metagraph is never refreshed here: a sync interval longer than the run keeps it fresh.
-    common = [f"home={home}", "network.sync_interval=3600", "axon.max_age=3600"]
+    signer, receiver, common = dev_network(home)
     miners = {name: Miner(compose([*common, f"cache.directory={home}/cache{i}", *overrides]))
               for i, (name, overrides) in enumerate(VARIANTS.items())}
     apps = {"floor (verify and echo)": floor_app(receiver), **{name: m.asgi_app() for name, m in miners.items()}}
@@ -148,13 +155,14 @@ def main() -> None:
         default = apps["miner, default config"]
         extra = batch(signer, receiver, "profiled", args.batch)
         profile = cProfile.Profile()
-        profile.runcall(uvloop.run, _each(default, extra))
+        profile.runcall(uvloop.run, drive_all(default, extra))
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
     for m in miners.values():
         m.close()
 
 
-async def _each(app, requests: list) -> None:
+async def drive_all(app, requests: list) -> None:
+    """`requests` through `app`, one after another."""
     for headers, body in requests:
         await drive(app, headers, body)
 

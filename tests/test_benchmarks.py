@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from .conftest import require
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +36,15 @@ def test_the_app_benchmark_runs_every_variant_and_its_profile_at_a_tiny_size():
     for row in ("floor (verify and echo)", "miner, default config", "miner, cache.ttl=0", "miner, blacklist=open",
                 "miner at HEAD", "Ordered by: cumulative time"):
         assert row in result.stdout, result.stdout
+
+
+def test_the_instruction_count_runs_every_variant_under_callgrind_at_a_tiny_size():
+    require(shutil.which("valgrind") is not None, "valgrind is not installed (apt install valgrind)")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--requests", "3"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("floor (verify and echo)", "miner, default config", "miner, cache.ttl=0"):
+        assert re.search(rf"^{re.escape(row)} +[\d,]+ +[\d.]+x$", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_the_protocol_benchmark_runs_both_protocols_at_a_tiny_size():
