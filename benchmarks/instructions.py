@@ -57,7 +57,8 @@ def child(variant: str, requests: int, against: str | None) -> None:
         app = in_process.miner_at(against, [*common, f"cache.directory={home}/then"])
     else:
         app = Miner(compose([*common, f"cache.directory={home}/cache", *in_process.VARIANTS[variant]])).asgi_app()
-    warm_up, counted = (in_process.batch(signer, receiver, tag, size) for tag, size in (("w", min(WARM_UP, requests)), ("c", requests)))
+    warm_up = in_process.batch(signer, receiver, "warm-up", min(WARM_UP, requests))
+    counted = in_process.batch(signer, receiver, "counted", requests)
     gc.collect()
     gc.freeze()
     gc.disable()

@@ -24,7 +24,7 @@ CULL_INTERVAL = 30.0  # seconds between sweeps of expired entries on disk
 RECENT = 4096  # completions this process keeps in memory under `reuse`
 
 
-_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode  # json.dumps' bytes, without its set-up each call
+_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode  # json.dumps' text, without its set-up each call
 
 
 def answerer(prompt: Mapping[str, Any], own_prompt: Optional[str] = None) -> str:
