@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from declarative_miner.errors import NotAuthenticated
+from declarative_miner.errors import MalformedBody, NotAuthenticated
 from declarative_miner.server.replay import MemoryNonceStore
 from declarative_miner.server.v10 import V10Auth, body_hash
 
@@ -166,3 +166,13 @@ def test_the_reply_to_the_recorded_request_has_the_shape_the_stock_axon_gave_it(
     assert (reply_headers["bt_header_axon_status_code"], reply_headers["bt_header_axon_status_message"]) == (
         str(view["dendrite"]["status_code"]), view["dendrite"]["status_message"])
     assert view["completion"] == reply["completion"]
+
+
+def test_a_signed_field_holding_a_lone_surrogate_is_malformed_not_a_crash():
+    """The body hash needs the signed fields' text; the recorded request, its message swapped for an
+    escaped lone surrogate, is refused as malformed (422) before any hash is computed."""
+    headers, raw = recorded()
+    forged = raw.replace(b"hello wire", b"\\ud800")
+    assert forged != raw
+    with pytest.raises(MalformedBody, match="'messages' holds a lone surrogate"):
+        auth().authenticate(headers, forged, method="POST", path="/Prompting", ip=None)

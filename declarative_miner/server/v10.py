@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Optional
 from bittensor.sp_core import CRYPTO_SR25519
 from bittensor.sp_core import verify as sr25519_verify
 
-from ..errors import MalformedBody, NotAuthenticated, RequestError
+from ..errors import NotAuthenticated, RequestError
 from ..prompting import TerminalInfo, decode_json
 from .replay import check_fresh
 
@@ -71,12 +71,8 @@ class V10Auth:
         """The caller `before_body` verified and the decoded body, whose hash over `hash_fields`
         (what the synapse integrity-protects) must be the signed one."""
         caller, signed_hash = early
-        body = decode_json(raw)
-        try:
-            computed = body_hash(body, hash_fields)
-        except UnicodeEncodeError:  # the hash needs the fields' text; lone surrogates have none
-            raise MalformedBody("the signed fields hold a lone surrogate, which is not valid Unicode text") from None
-        if computed != signed_hash:
+        body = decode_json(raw)  # text only: a lone surrogate, which the hash could not encode, is refused there
+        if body_hash(body, hash_fields) != signed_hash:
             raise NotAuthenticated("body hash mismatch: the body is not the one that was signed")
         return caller, body
 
