@@ -4,7 +4,9 @@ when `axon.workers` > 1. Real forked processes on a real shared mapping."""
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
+import resource
 
 import pytest
 
@@ -42,6 +44,15 @@ def test_a_full_table_refuses_a_new_entry_and_drops_no_live_one():
     assert not any(table.add(_digest(i), 100.0, 200.0) for i in range(added))  # every one still there
     assert table.add(_digest(added), 200.0, 300.0)  # once the others expired there is room
     table.close()
+
+
+def test_a_new_table_holds_all_its_memory_so_no_request_pays_a_page_fault():
+    table = SharedTable(200_000)  # 6.4 MB: 1,563 pages
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    touched = sum(table._memory[offset] for offset in range(0, len(table._memory), mmap.PAGESIZE))
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert touched == 0
+    assert faults < 100, f"{faults} page faults touching a table that should be resident"  # one a page without
 
 
 def test_a_nonce_stored_by_one_worker_is_a_replay_for_another_and_for_the_parent(tmp_path):
