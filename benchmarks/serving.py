@@ -5,7 +5,9 @@
     python benchmarks/serving.py --against 4f865a9   # and the miner as of that revision, in the btauth/1 rows
 
 Every server runs on loopback in its own process and is driven by the same load generator
-(benchmarks/load.py) in the same run. Server CPU per request comes from /proc (robust on a noisy
+(benchmarks/load.py) in the same run. The rows a target compares run by turns (a, b, a, b...), and
+its ratio is the median of the turns' ratios: a burst of load from the machine's other tenants then
+falls on both sides of it. Server CPU per request comes from /proc (robust on a noisy
 shared machine), RSS from /proc too. The stock Axon needs a bittensor 10.5.0 venv: --v10-python,
 or the test suite's cached one; without it those rows are skipped.
 """
@@ -52,12 +54,35 @@ def measure(server: load.Server, job_list: list[load.Job], focus: int = 0) -> di
             "statuses": dict(collections.Counter(s for _, s in every)), "rss": server.rss_mb()}
 
 
-def repeat(reps: int, run) -> dict:
-    runs = [run() for _ in range(reps)]
+def summary(runs: list[dict]) -> dict:
+    """Median, min and max of each figure over `runs`, which are kept under "runs"."""
     out = {k: (statistics.median(r[k] for r in runs), min(r[k] for r in runs), max(r[k] for r in runs))
            for k in ("rps", "p50", "p99", "cpu_ms", "gen_ms", "rss")}
-    out["statuses"] = runs[-1]["statuses"]
+    out["statuses"], out["runs"] = runs[-1]["statuses"], runs
     return out
+
+
+def repeat(reps: int, run) -> dict:
+    return summary([run() for _ in range(reps)])
+
+
+def interleaved(reps: int, runs: dict) -> dict[str, dict]:
+    """`reps` runs of each of `runs` (name: run), taking turns: a, b, a, b... A burst of load from the
+    machine's other tenants, which can last longer than a whole row, then lands on both sides of a
+    ratio instead of one (`paired` compares turn by turn)."""
+    done: dict[str, list] = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, run in runs.items():
+            done[name].append(run())
+    return {name: summary(each) for name, each in done.items()}
+
+
+def paired(numerator: dict, denominator: dict, key: str = "cpu_ms", fmt: str = "6.2f") -> str:
+    """The median over turns of numerator/denominator, for two rows of one `interleaved` call."""
+    pairs = list(zip(numerator["runs"], denominator["runs"]))
+    if any(b[key] <= 0 for _, b in pairs):
+        return ratio(1.0, 0.0)
+    return f"{statistics.median(a[key] / b[key] for a, b in pairs):{fmt}}x"
 
 
 def show(label: str, row: dict) -> None:
@@ -153,59 +178,57 @@ def main() -> None:
             {**env, "PYTHONPATH": os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))})))
     results = {}
 
-    def served(server: load.Server, protocol: str, c: int, pace: float = 0.0) -> dict:
-        """`args.reps` runs of the validator's load at concurrency `c` (paced: see load.Job)."""
-        return repeat(args.reps, lambda: measure(server, [dataclasses.replace(job, pace=pace) for job in jobs(
-            server, protocol, wallets, dev.DEV_VALIDATOR, miner_hotkey, c, args.requests, args.processes)]))
+    def once(server: load.Server, protocol: str, c: int, pace: float = 0.0, who: str = dev.DEV_VALIDATOR):
+        """A run of `who`'s load at concurrency `c` (paced: see load.Job), as a callable."""
+        return lambda: measure(server, [dataclasses.replace(job, pace=pace) for job in jobs(
+            server, protocol, wallets, who, miner_hotkey, c, args.requests, args.processes)])
+
+    def side_by_side(rows: dict, labels: dict) -> None:
+        """Runs `rows` ((key: run) by turns), keeps them in `results`, shows each under its label."""
+        for key, row in interleaved(args.reps, rows).items():
+            results[key] = row
+            show(labels[key], row)
 
     try:
         for c in levels:
-            for name, server in compared:
-                row = results[(name, "btauth", c)] = served(server, "btauth", c)
-                show(f"{name} btauth/1 c={c}", row)
+            side_by_side({(name, "btauth", c): once(server, "btauth", c)
+                          for name, server in [*compared, ("uncached", uncached)]},
+                         {(name, "btauth", c): f"{'miner cache.ttl=0' if name == 'uncached' else name} btauth/1 c={c}"
+                          for name, _ in [*compared, ("uncached", uncached)]})
             # The closed loop gives a faster server more requests a second, and each costs it less
             # (docs/performance.md): the floor again, held to the miner's rate.
             pace = c / results[("miner", "btauth", c)]["rps"][0]
-            row = results[("paced floor", "btauth", c)] = served(floor, "btauth", c, pace)
+            row = results[("paced floor", "btauth", c)] = repeat(args.reps, once(floor, "btauth", c, pace))
             show(f"floor at the miner's req/s c={c}", row)
-        for c in levels:
-            row = results[("uncached", "btauth", c)] = served(uncached, "btauth", c)
-            show(f"miner cache.ttl=0 btauth/1 c={c}", row)
         c = max(levels)
-        for name, server in (("one worker", miner), ("two workers", workers)):
-            results[(name, c)] = served(server, "btauth", c)
-            show(f"miner {name} btauth/1 c={c}", results[(name, c)])
+        side_by_side({("one worker", c): once(miner, "btauth", c), ("two workers", c): once(workers, "btauth", c)},
+                     {("one worker", c): f"miner one worker btauth/1 c={c}",
+                      ("two workers", c): f"miner two workers btauth/1 c={c}"})
         for c in levels:  # the floor checks a v10 request as a v10 Axon does (floor.py): the legacy floor
-            for name, label, server in (("floor", "floor v10", floor), ("miner", "miner v10 route", miner)):
-                row = results[(name, "v10", c)] = served(server, "v10", c)
-                show(f"{label} c={c}", row)
+            side_by_side({("floor", "v10", c): once(floor, "v10", c), ("miner", "v10", c): once(miner, "v10", c)},
+                         {("floor", "v10", c): f"floor v10 c={c}", ("miner", "v10", c): f"miner v10 route c={c}"})
         c = max(levels)
-        for who in ("stranger", dev.DEV_VALIDATOR):
-            row = repeat(args.reps, lambda: measure(miner, jobs(miner, "btauth", wallets, who, miner_hotkey, c,
-                                                                args.requests, args.processes)))
-            results[("reject" if who == "stranger" else "served", c)] = row
-            show(f"miner {'blacklisted' if who == 'stranger' else 'served'} c={c}", row)
+        side_by_side({("reject", c): once(miner, "btauth", c, who="stranger"), ("served", c): once(miner, "btauth", c)},
+                     {("reject", c): f"miner blacklisted c={c}", ("served", c): f"miner served c={c}"})
         floods = {}
         for name, server in (("never sheds", miner), ("sheds (default)", shedding)):
-            alone = repeat(args.reps, lambda: measure(server, jobs(server, "btauth", wallets, dev.DEV_VALIDATOR,
-                                                                   miner_hotkey, 1, args.requests // 5, 1)))
-            show(f"validator alone c=1, {name}", alone)
+            def validator(server=server) -> list[load.Job]:  # new prompts each run: a repeat would be a 409
+                return jobs(server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1, args.requests // 5, 1)
             # 20 unregistered hotkeys on another host, 10 connections in each of two generator processes,
             # with more requests than the validator's run lasts for: the flood is stopped when it ends.
             flood = [load.Job(server.port, "btauth", wallets, ",".join(f"flood-{i}" for i in range(p, 20, 2)),
                               miner_hotkey, 10, args.requests, source=ATTACKER) for p in range(2)]
-            flooded = repeat(args.reps, lambda: measure(
-                server, flood + jobs(server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1,
-                                     args.requests // 5, 1), focus=len(flood)))
-            show(f"validator under 20-caller flood, {name}", flooded)
             # 20 connections from another address claiming the validator's hotkey, signed with zeros.
-            forged_flood = [load.Job(server.port, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 10,
-                                     args.requests, source=ATTACKER, forge=True) for _ in range(2)]
-            forged_claims = repeat(args.reps, lambda: measure(
-                server, forged_flood + jobs(server, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1,
-                                            args.requests // 5, 1), focus=len(forged_flood)))
-            show(f"validator under forged claims, {name}", forged_claims)
-            floods[name] = (alone, flooded, forged_claims)
+            forged = [load.Job(server.port, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 10,
+                               args.requests, source=ATTACKER, forge=True) for _ in range(2)]
+            rows = interleaved(args.reps, {
+                "alone": lambda: measure(server, validator()),
+                "flooded": lambda: measure(server, flood + validator(), focus=len(flood)),
+                "forged": lambda: measure(server, forged + validator(), focus=len(forged))})
+            show(f"validator alone c=1, {name}", rows["alone"])
+            show(f"validator under 20-caller flood, {name}", rows["flooded"])
+            show(f"validator under forged claims, {name}", rows["forged"])
+            floods[name] = (rows["alone"], rows["flooded"], rows["forged"])
         held = repeat(args.reps, lambda: held_connections(miner, lambda: measure(
             miner, jobs(miner, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1, args.requests // 5, 1))))
         show("validator, 600 held connections", held)
@@ -240,34 +263,33 @@ def main() -> None:
 
     print("\ntargets (ratios from this run)")
     for c in levels:
-        floor_cpu = results[("floor", "btauth", c)]["cpu_ms"][0]
         print(f"  c={c:<3} miner CPU/request vs floor          "
-              f"{ratio(results[('miner', 'btauth', c)]['cpu_ms'][0], floor_cpu)}   (target <= 1.5)")
+              f"{paired(results[('miner', 'btauth', c)], results[('floor', 'btauth', c)])}   (target <= 1.5)")
         paced_cpu = results[("paced floor", "btauth", c)]["cpu_ms"][0]
         print(f"  c={c:<3}   vs the floor at the miner's req/s  "
               f"{ratio(results[('miner', 'btauth', c)]['cpu_ms'][0], paced_cpu)}")
         print(f"  c={c:<3}   the same with cache.ttl=0          "
-              f"{ratio(results[('uncached', 'btauth', c)]['cpu_ms'][0], floor_cpu)}")
+              f"{paired(results[('uncached', 'btauth', c)], results[('floor', 'btauth', c)])}")
         for name, _ in compared[2:]:
-            print(f"  c={c:<3}   {name:<34} {ratio(results[(name, 'btauth', c)]['cpu_ms'][0], floor_cpu)}")
+            print(f"  c={c:<3}   {name:<34} {paired(results[(name, 'btauth', c)], results[('floor', 'btauth', c)])}")
     c = max(levels)
     print(f"  c={c:<3} two workers' req/s vs one's            "
-          f"{ratio(results[('two workers', c)]['rps'][0], results[('one worker', c)]['rps'][0])}   (target >= 1.6)")
+          f"{paired(results[('two workers', c)], results[('one worker', c)], 'rps')}   (target >= 1.6)")
     for c in levels:
         print(f"  c={c:<3} miner v10 CPU/request vs v10 floor  "
-              f"{ratio(results[('miner', 'v10', c)]['cpu_ms'][0], results[('floor', 'v10', c)]['cpu_ms'][0])}"
+              f"{paired(results[('miner', 'v10', c)], results[('floor', 'v10', c)])}"
               "   (target <= 1.5)")
     for c, row in axon_rows.items():
         print(f"  c={c:<3} miner v10 req/s vs stock Axon       "
               f"{ratio(results[('miner', 'v10', c)]['rps'][0], row['rps'][0], '6.1f')}   (target >= 20)")
     print(f"  blacklisted vs served CPU/request         "
-          f"{ratio(results[('reject', max(levels))]['cpu_ms'][0], results[('served', max(levels))]['cpu_ms'][0])}"
+          f"{paired(results[('reject', max(levels))], results[('served', max(levels))])}"
           "   (target <= 0.3)")
     for name, (alone, flooded, forged_claims) in floods.items():
-        print(f"  validator p99 under flood vs alone, {name:<16} {ratio(flooded['p99'][0], alone['p99'][0])}   "
+        print(f"  validator p99 under flood vs alone, {name:<16} {paired(flooded, alone, 'p99')}   "
               "(target <= 2)")
         print(f"  validator p99 under forged claims vs alone, {name:<16} "
-              f"{ratio(forged_claims['p99'][0], alone['p99'][0])}   (target <= 2)")
+              f"{paired(forged_claims, alone, 'p99')}   (target <= 2)")
     print(f"  validator 503s under 600 held connections {held['statuses'].get(503, 0):6d}    (target 0)")
     served_1k = cost["served btauth/1 1 KB"]["cpu_ms"][0]
     for label in ("forged btauth/1 1 MB", "forged v10 1 MB"):

@@ -79,6 +79,27 @@ def test_a_ratio_over_a_baseline_measured_as_zero_prints_no_number():
     assert ratio(1.0, 0.0).strip().startswith("n/a") and ratio(3.0, 2.0) == "  1.50x"
 
 
+def test_rows_run_by_turns_and_a_ratio_is_the_median_of_the_turns_ratios():
+    """A burst of load on the shared machine lands on both rows of a ratio, not one (it moved the
+    miner-over-floor ratio from 1.46x to 2.75x between runs of one tree, checked by hand)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from serving import interleaved, paired
+
+    calls, figures = [], {"a": iter([1.0, 3.0, 4.0]), "b": iter([3.0, 3.0, 12.0])}
+
+    def run(name: str):
+        def one() -> dict:
+            calls.append(name)
+            return {"rps": 1.0, "p50": 1.0, "p99": 1.0, "cpu_ms": next(figures[name]), "gen_ms": 0.0, "rss": 0.0,
+                    "statuses": {200: 1}}
+        return one
+
+    rows = interleaved(3, {"a": run("a"), "b": run("b")})
+    assert calls == ["a", "b"] * 3
+    assert paired(rows["b"], rows["a"]) == "  3.00x"  # turns 3, 1, 3; the medians' ratio would say 1.00
+    assert paired(rows["b"], {"runs": [{"cpu_ms": 0.0}] * 3}).strip().startswith("n/a")
+
+
 def test_the_model_benchmark_runs_at_a_tiny_size(tmp_path, tiny_model):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model.py"), "--hidden", "32", "--layers", "2",
                              "--tokens", "4", "--requests", "2", "--threads", "1"],
