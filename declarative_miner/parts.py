@@ -21,7 +21,7 @@ from .chain.sync import MetagraphSync
 from .checks import Problems, check
 from .imports import build
 from .policies.blacklist import Blacklist, build_blacklist
-from .policies.cells import open_cells
+from .policies.cells import SharedCells, open_cells
 from .policies.priority import build_priority
 from .prompts.usage import Usage
 from .redis_link import REDIS_SCHEMES, check_reachable
@@ -30,7 +30,7 @@ from .server.app import Limits, MinerApp
 from .server.metrics import Metrics
 from .server.replay import open_store as open_nonce_store
 from .server.scheduler import Scheduler
-from .server.shedding import Shedding
+from .server.shedding import SHARED_ADDRESSES, Shedding
 from .server.wire import open_wire_formats
 from .synapses import Synapse, build_synapses
 
@@ -49,6 +49,7 @@ class Parts:
     synapses: dict[str, Synapse]
     cache: PromptCache
     budgets: Any  # rate-limit cells shared by workers and machines, or None
+    refusals: Any  # the refusals of unverified requests, counted by address across workers (or None)
 
 
 def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
@@ -76,8 +77,9 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
                          max(rule.cells.max_callers for rule in shareable)) if shareable else None
     for rule in shareable if budgets is not None else ():
         rule.share(budgets)  # rate limits are one budget across workers (and machines)
+    refusals = SharedCells(SHARED_ADDRESSES) if s.axon.workers > 1 and s.axon.max_refusals_per_ip else None
     return Parts(wallet, not_created, sync, chain, blacklist, priority, prompt, synapses,
-                 _prompt_cache(s, own_prompt), budgets)
+                 _prompt_cache(s, own_prompt), budgets, refusals)
 
 
 def _prompt_cache(s: MinerConfig, own_prompt: Optional[str]) -> PromptCache:
@@ -110,7 +112,7 @@ def build_app(s: MinerConfig, parts: Parts, miner: Any, nonces: Any) -> MinerApp
                                        nonce_store=nonces),
         synapses=parts.synapses,
         sign_reply=functools.partial(http_auth.sign, parts.wallet.hotkey) if a.sign_responses else None,
-        shedding=Shedding(a.max_refusals_per_ip, a.shed_for),
+        shedding=Shedding(a.max_refusals_per_ip, a.shed_for, shared=parts.refusals),
         blacklist=miner.blacklist, priority=miner.priority, answer=miner._answer, stream=miner._answer_stream,
         health=miner.health, unavailable=miner.unavailable, on_verified=parts.blacklist.count,
         scheduler=scheduler, metrics=_metrics(scheduler, parts.cache, lambda: miner.metagraph, miner.usage),
