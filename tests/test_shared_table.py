@@ -51,6 +51,7 @@ def test_a_new_table_holds_all_its_memory_so_no_request_pays_a_page_fault():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     touched = sum(table._memory[offset] for offset in range(0, len(table._memory), mmap.PAGESIZE))
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    table.close()
     assert touched == 0
     assert faults < 100, f"{faults} page faults touching a table that should be resident"  # one a page without
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 WINDOW = 1.0  # seconds over which refusals are counted
 MAX_COOLDOWN = 60.0  # seconds an address is shed at most
 FORGIVE = 60.0  # seconds after a cool-down ends before the next one starts again from `first`
-SHARED_ADDRESSES = 65_536  # addresses the workers count together (32 bytes each); then the nearest to the limit's end go
+SHARED_ADDRESSES = 65_536  # addresses the workers count together (32 bytes each); beyond, the least refused go first
 
 
 class Shedding:
