@@ -6,6 +6,7 @@ import ipaddress
 from typing import Any, Callable
 
 from .errors import ConfigError, ConfigProblem
+from .networks import parse_networks
 from .schema import MinerConfig
 from .redis_link import REDIS_SCHEMES
 from .server.shedding import MAX_COOLDOWN
@@ -38,6 +39,14 @@ def _is_address(text: str) -> bool:
     return True
 
 
+def _is_network(text: str) -> bool:
+    try:
+        parse_networks([text])
+    except ValueError:
+        return False
+    return True
+
+
 def check(settings: MinerConfig) -> list[ConfigProblem]:
     """Cross-field rules the schema's types cannot express."""
     axon, problems = settings.axon, []
@@ -51,6 +60,10 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
         if address is not None and not _is_address(address):
             problems.append(ConfigProblem(f"axon.{key}", f"not an address (got {address}; expected an IPv4 or IPv6 "
                                                           "address, or localhost)"))
+    for proxy in axon.trusted_proxies:
+        if not _is_network(proxy):
+            problems.append(ConfigProblem("axon.trusted_proxies", f"not a network (got {proxy}; expected an IPv4 or "
+                                                                  "IPv6 address or CIDR, such as 127.0.0.1 or 10.0.0.0/8)"))
     for key in ("port", "external_port"):
         port = getattr(axon, key)
         need(port is None or 0 <= port <= 65535, f"axon.{key}", port, "a port from 0 to 65535")

@@ -270,7 +270,7 @@ class Miner:
         return HttpServer(self.asgi_app(), a.ip, a.port, drain_timeout=a.request_timeout,
                           max_connections=a.max_connections, max_connections_per_ip=a.max_connections_per_ip,
                           max_header_bytes=a.max_header_bytes,
-                          header_timeout=a.request_timeout)
+                          header_timeout=a.request_timeout, trusted_proxies=a.trusted_proxies)
 
     def _serve(self) -> None:
         try:

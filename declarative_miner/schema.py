@@ -59,6 +59,7 @@ class AxonConfig:
     max_unverified_per_ip: int = 16  # requests from one address whose signature is not yet verified; more get 429
     max_refusals_per_ip: int = 100  # refused unverified requests per second from one address before it is shed (not read); 0 never sheds
     shed_for: float = 1.0  # seconds an address is first shed; doubling each time it floods again within a minute, at most 60
+    trusted_proxies: List[str] = field(default_factory=list)  # reverse proxies (addresses or CIDR) whose X-Forwarded-For names the caller; none: every address is the TCP peer's
     workers: int = 1  # server processes on this port; they share the prompt cache and the replay store
     replay_store: str = "auto"  # accepted nonces: memory (shared by the workers, kept across restarts; = auto), disk (SQLite), redis://… (by machines)
     max_age: float = 10.0  # seconds a signed nonce stays fresh (btauth/1 and v10 alike)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..chain.metagraph import Metagraph
 from ..checks import Problems
 from ..imports import build
+from ..networks import in_networks, parse_networks
 from ..prompting import Prompting
 from .lists import HotkeyList
 
@@ -84,38 +84,30 @@ class MinStake:
 
 
 class _PeerRule:
-    """A rule on the TCP peer's address, against CIDR networks; runs before every hotkey rule."""
+    """A rule on the caller's address, against CIDR networks; runs before every hotkey rule."""
 
     peer_only = True
 
     def __init__(self, networks: Sequence[str]):
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self.networks = parse_networks(networks)
 
 
 class AllowIps(_PeerRule):
-    """Deny any TCP peer outside these networks (CIDR); peers inside go on to the next rules."""
+    """Deny any caller address outside these networks (CIDR); those inside go on to the next rules."""
 
     def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
-        if not _peer_in(request.dendrite.ip, self.networks):
+        if not in_networks(request.dendrite.ip, self.networks):
             return False, f"address {request.dendrite.ip} is not on the allow list"
         return None
 
 
 class DenyIps(_PeerRule):
-    """Deny TCP peers inside these networks (CIDR)."""
+    """Deny caller addresses inside these networks (CIDR)."""
 
     def __call__(self, request: Prompting, metagraph: Metagraph) -> Decision:
-        if _peer_in(request.dendrite.ip, self.networks):
+        if in_networks(request.dendrite.ip, self.networks):
             return False, f"address {request.dendrite.ip} is on the deny list"
         return None
-
-
-def _peer_in(ip: Optional[str], networks: list) -> bool:
-    try:
-        address = ipaddress.ip_address(ip or "")
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 RULES = {
@@ -133,7 +125,8 @@ RULES = {
 class Blacklist:
     """Ordered rules; the first that decides wins, and a caller no rule decides on is allowed.
 
-    Rules on the TCP peer (`allow_ips`, `deny_ips`) run before all others, wherever they are
+    Rules on the caller's address (`allow_ips`, `deny_ips`: the TCP peer's, or behind one of
+    `axon.trusted_proxies` the one that proxy names) run before all others, wherever they are
     listed: they are the cheapest and a flood should cost nothing more.
     """
 

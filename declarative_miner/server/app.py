@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Sequence
@@ -170,7 +171,7 @@ class MinerApp:
     async def _ping(self, scope: dict, receive: Callable, headers: dict, wire: WireFormat) -> dict:
         """A verified caller learns the miner is up, as a v10 Axon's `ping` answers it."""
         self._refuse_if_unavailable(headers)
-        ip = _peer(scope)
+        ip = self._caller_address(scope)
         self._claimed(headers, wire)
         _, body = await self._verify(scope, receive, headers, wire, ip, ())
         return body
@@ -186,7 +187,7 @@ class MinerApp:
                      synapse: Synapse) -> tuple[Any, dict]:
         """Everything before the work: guards, blacklist, body, signature, shape."""
         self._refuse_if_unavailable(headers)
-        ip = _peer(scope)
+        ip = self._caller_address(scope)
         claimed = self._claimed(headers, wire)
         blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ip)))
         if blacklisted:
@@ -208,6 +209,16 @@ class MinerApp:
             self.unverified.give_back(counted)
         scope[CALLER] = caller.hotkey  # whom a signed reply is addressed to
         return caller, body
+
+    def _caller_address(self, scope: dict) -> Optional[str]:
+        """The caller's address, refused (429) while it is shed. A shed address's own connections are
+        not even read (server/http.py); this refuses it behind a trusted proxy, whose connection
+        carries other callers too and so is never paused."""
+        ip = _peer(scope)
+        if ip is not None and (wait := self.shedding.shed_for(ip)):
+            raise RateLimited(f"{ip} caused too many refused requests; try again in {math.ceil(wait)} s",
+                              headers={"retry-after": str(math.ceil(wait))})
+        return ip
 
     def _claimed(self, headers: dict, wire: WireFormat) -> str:
         """The hotkey a request claims to be signed by (nothing verified yet), in an accepted format."""

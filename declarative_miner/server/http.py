@@ -15,6 +15,9 @@ as long as the client likes. On a public endpoint each is cheap denial-of-servic
   would hand the app only the path of `http://host/path`;
 - the connections of an address the app sheds (server/shedding.py: it floods requests that must
   be refused), open and new, are not read while it is shed;
+- a connection from a trusted reverse proxy (`axon.trusted_proxies`) carries many callers: it is
+  not counted against the proxy's address, and never paused (the app refuses a shed caller
+  behind it, by the address the proxy names);
 - a response's head waits for its body, so the two leave in one write (uvicorn writes each);
 - `Transfer-Encoding` other than exactly `chunked` is refused (400, as RFC 9112 §6.3 asks when
   chunked is not the final coding, and a 4xx like every hostile request here), where httptools
@@ -26,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Optional
+from typing import Optional, Sequence
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..networks import Network, in_networks
 from .shedding import Shedding
 from .tally import AddressTally
 
@@ -44,6 +48,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
     max_connections_per_ip = 128
     per_ip: AddressTally  # open connections by peer address, shared by one server's connections
     shedding: Shedding  # the addresses the app sheds, shared with it
+    proxies: Sequence[Network] = ()  # trusted reverse proxies
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -57,13 +62,16 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._ip: Optional[str] = (transport.get_extra_info("peername") or ("?",))[0]
         self._held: Optional[list[bytes]] = None  # what arrived while the address was shed
         self._responses = _HeadWithBody(transport, self.loop)
-        if self.per_ip.held_by(self._ip) >= self.max_connections_per_ip:
+        if self.proxies and in_networks(self._ip, self.proxies):
+            self._ip = None  # a proxy: neither counted nor paused (its callers are, by the app)
+        elif self.per_ip.held_by(self._ip) >= self.max_connections_per_ip:
             self._ip = None
             transport.close()  # connection_lost cleans up after uvicorn
             return
-        self.per_ip.take(self._ip)
+        else:
+            self.per_ip.take(self._ip)
         self._header_timer = self.loop.call_later(self.header_timeout, self._check_headers)
-        if wait := self.shedding.shed_for(self._ip):
+        if self._ip is not None and (wait := self.shedding.shed_for(self._ip)):
             self._hold(wait, [])
 
     def data_received(self, data: bytes) -> None:
@@ -220,8 +228,9 @@ class _HeadWithBody:
 
 
 def guarded_protocol(max_header_bytes: int, header_timeout: float, max_connections_per_ip: int,
-                     shedding: Shedding) -> type[HttpToolsProtocol]:
+                     shedding: Shedding, proxies: Sequence[Network] = ()) -> type[HttpToolsProtocol]:
     """The httptools protocol class bounded by these limits (for `uvicorn.Config(http=...)`)."""
     return type("GuardedHttpTools", (_GuardedHttpTools,),
                 {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout,
-                 "max_connections_per_ip": max_connections_per_ip, "per_ip": AddressTally(), "shedding": shedding})
+                 "max_connections_per_ip": max_connections_per_ip, "per_ip": AddressTally(), "shedding": shedding,
+                 "proxies": list(proxies)})

@@ -7,11 +7,12 @@ import signal
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import uvicorn
 
 from ..errors import ConfigError, ConfigProblem
+from ..networks import parse_networks
 from .app import MinerApp
 from .http import guarded_protocol
 
@@ -52,18 +53,23 @@ class HttpServer:
     """uvicorn serving `app` on `host:port` (0 = any free port), bound before serving starts,
     so a taken port is a clear error in the caller's thread. Stopping drains in-flight requests
     for at most `drain_timeout` seconds. Connections (in all and per address), header bytes and
-    the time to send headers are bounded."""
+    the time to send headers are bounded. A caller's address is its TCP peer's, or, behind one of
+    `trusted_proxies` (addresses or CIDR), the one that proxy's `X-Forwarded-For` names; nothing
+    else (uvicorn's `FORWARDED_ALLOW_IPS` included) decides whom to believe."""
 
     def __init__(self, app: MinerApp, host: str, port: int, *, drain_timeout: float, max_connections: int,
-                 max_connections_per_ip: int, max_header_bytes: int, header_timeout: float):
+                 max_connections_per_ip: int, max_header_bytes: int, header_timeout: float,
+                 trusted_proxies: Sequence[str] = ()):
         self.host, self._port = host, port
         self._ready = threading.Event()
         self._socket: socket.socket | None = None
+        proxies = parse_networks(trusted_proxies)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                proxy_headers=bool(proxies), forwarded_allow_ips=[str(p) for p in proxies],
                                 timeout_graceful_shutdown=max(1, int(drain_timeout)),
                                 limit_concurrency=max_connections,
                                 http=guarded_protocol(max_header_bytes, header_timeout, max_connections_per_ip,
-                                                      app.shedding))
+                                                      app.shedding, proxies))
         self._uvicorn = _Uvicorn(config, self._ready, drain_timeout)
 
     @property
