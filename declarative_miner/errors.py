@@ -32,6 +32,7 @@ class RequestError(Exception):
 
     status = 500
     error = "internal error"
+    signer: str | None = None  # the hotkey whose signature checked out before the refusal, if one did
 
     def __init__(self, reason: str, *, headers: dict[str, str] | None = None):
         super().__init__(reason)

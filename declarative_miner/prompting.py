@@ -68,6 +68,16 @@ def decode_json(raw: bytes) -> dict:
     return body
 
 
+def decode_signed(raw: bytes, signer: TerminalInfo) -> dict:
+    """`decode_json` for a body whose signature has checked out: a malformed one is refused as its
+    verified signer's doing (`MalformedBody.signer`), not an unverified stranger's."""
+    try:
+        return decode_json(raw)
+    except MalformedBody as exc:
+        exc.signer = signer.hotkey
+        raise
+
+
 def _require_unicode(value: Any, key: str) -> None:
     """`MalformedBody` naming `key` if `value` holds a lone surrogate anywhere (valid JSON escapes, such as
     "\\ud800", but not text anything can encode). A loop, not recursion: json.loads takes nesting

@@ -63,6 +63,29 @@ def test_a_verified_callers_refusals_never_shed_it(make_miner, client_for):
     assert duplicates == [409] * 20 and health == 200
 
 
+def test_a_validators_malformed_signed_bodies_never_shed_its_address(make_miner, hotkeys):
+    """btauth/1 signs the raw bytes, so a body that is not JSON is refused (422) after its signer is
+    verified: the validator's own doing, never counted against its address."""
+    from bittensor import http_auth
+
+    def signed(body: bytes) -> bytes:
+        headers = http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting", body=body,
+                                 receiver_ss58=miner.hotkey)
+        return request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body)}, body)
+
+    with make_miner("axon.max_refusals_per_ip=5", "axon.shed_for=30") as miner:
+        with connect(miner.port) as sock:  # 127.0.0.2: the validator on its own host
+            malformed = []
+            for _ in range(12):
+                sock.sendall(signed(b"{not json"))
+                malformed.append(read_response(sock)[0])
+            sock.sendall(signed(b'{"roles": ["user"], "messages": ["still served"]}'))
+            sock.settimeout(2.0)
+            served = read_response(sock)
+    assert malformed == [422] * 12
+    assert served[0] == 200 and b"still served" in served[2]
+
+
 def test_the_cool_down_doubles_for_a_repeat_offender_and_memory_stays_bounded():
     now = [0.0]
     shedding = Shedding(2, first=1.0, clock=lambda: now[0])

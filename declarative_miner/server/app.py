@@ -205,6 +205,10 @@ class MinerApp:
             raw = await self._read_body(receive)
             caller, body = wire.authenticate(headers, raw, method=scope["method"], path=_target(scope), ip=ip,
                                              early=early, hash_fields=hash_fields)
+        except RequestError as exc:
+            if exc.signer is not None:  # refused once verified: its signer's doing, not counted against the address
+                scope[CALLER] = exc.signer
+            raise
         finally:
             self.unverified.give_back(counted)
         scope[CALLER] = caller.hotkey  # whom a signed reply is addressed to

@@ -7,7 +7,7 @@ from typing import Mapping, Optional
 from bittensor import http_auth
 
 from ..errors import NotAuthenticated
-from ..prompting import TerminalInfo, decode_json
+from ..prompting import TerminalInfo, decode_signed
 from .replay import check_fence
 from .replies import JsonReplies
 
@@ -49,7 +49,7 @@ class BtAuth(JsonReplies):
         """The verified caller and the decoded body; the signature (over the raw body's hash,
         so every field is covered and `hash_fields` mean nothing here) is checked before parsing."""
         caller = self.verify(headers, raw, method=method, path=path, ip=ip)
-        return caller, decode_json(raw)
+        return caller, decode_signed(raw, caller)
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str,
                ip: Optional[str]) -> TerminalInfo:

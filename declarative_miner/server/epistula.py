@@ -19,7 +19,7 @@ from bittensor.sp_core import CRYPTO_SR25519
 from bittensor.sp_core import verify as sr25519_verify
 
 from ..errors import NotAuthenticated
-from ..prompting import TerminalInfo, decode_json
+from ..prompting import TerminalInfo, decode_signed
 from .replay import check_fresh
 from .replies import JsonReplies
 
@@ -94,4 +94,5 @@ class EpistulaAuth(JsonReplies):
             raise NotAuthenticated("signature mismatch: not signed by this hotkey for this body, uuid and timestamp")
         if not self.nonce_store.check_and_store(f"epistula:{hotkey}", uuid.lower()):
             raise NotAuthenticated("replayed request: this Epistula-Uuid was already used")
-        return TerminalInfo(hotkey=hotkey, ip=ip, nonce=early * 1_000_000), decode_json(raw)
+        caller = TerminalInfo(hotkey=hotkey, ip=ip, nonce=early * 1_000_000)
+        return caller, decode_signed(raw, caller)

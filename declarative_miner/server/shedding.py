@@ -6,7 +6,8 @@ A flood of them from one address would still take the event loop from verified c
 address refused more than `limit` times within a second is *shed*: its connections, open and
 new, are not read for a cool-down (`first` seconds, doubling each time it is shed again within a
 minute, at most `MAX_COOLDOWN`). A shed connection costs nothing while paused: its bytes wait in
-the kernel until the cool-down ends, and a client waiting on it sends nothing more.
+the kernel until the cool-down ends, and a client waiting on it sends nothing more. (uvicorn closes
+a connection paused past its keep-alive timeout, 5 s.)
 
 With `axon.workers` > 1 the refusals are counted in a table the workers share, so an address
 spreading its flood over N workers is shed at the limit, not at N times it. Each worker keeps its
