@@ -13,26 +13,19 @@ from declarative_miner.config import compose
 from declarative_miner.errors import ConfigError
 from declarative_miner.miner import Miner
 
-from .test_open_internet import connect, read_response, request_bytes
+from .test_open_internet import connect, read_response, request_bytes, send
 from .test_shedding import UNSIGNED
 
 ALLOWED = "+blacklist.rules.allow_ips={networks: [10.1.2.3/32]}"  # an address no socket here has
 
 
-def _signed(hotkeys, miner, words: str, forwarded_for: str | None) -> bytes:
+def _ask(hotkeys, miner, source: str, words: str, forwarded_for: str) -> tuple[int, str]:
+    """A validator's signed request from `source`, naming `forwarded_for`: (status, reason)."""
     body = json.dumps({"roles": ["user"], "messages": [words]}).encode()
     headers = http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting", body=body,
                              receiver_ss58=miner.hotkey)
-    if forwarded_for is not None:
-        headers["X-Forwarded-For"] = forwarded_for
-    return request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body)}, body)
-
-
-def _ask(port: int, source: str, request: bytes) -> tuple[int, str]:
-    with connect(port, source) as sock:
-        sock.sendall(request)
-        status, _, body = read_response(sock)
-    return status, json.loads(body).get("reason", "")
+    status, _, answer = send(miner.port, {**headers, "X-Forwarded-For": forwarded_for}, body, source=source)
+    return status, json.loads(answer).get("reason", "")
 
 
 def test_without_trusted_proxies_x_forwarded_for_is_never_believed(make_miner, hotkeys, monkeypatch):
@@ -40,8 +33,7 @@ def test_without_trusted_proxies_x_forwarded_for_is_never_believed(make_miner, h
     which would let anyone pass an address allow list by writing a header."""
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
     with make_miner(ALLOWED) as miner:
-        refused = [_ask(miner.port, source, _signed(hotkeys, miner, f"from {source}", "10.1.2.3"))
-                   for source in ("127.0.0.1", "127.0.0.2")]
+        refused = [_ask(hotkeys, miner, source, f"from {source}", "10.1.2.3") for source in ("127.0.0.1", "127.0.0.2")]
     assert refused == [(403, "allow_ips: address 127.0.0.1 is not on the allow list"),
                        (403, "allow_ips: address 127.0.0.2 is not on the allow list")]
 
@@ -49,10 +41,10 @@ def test_without_trusted_proxies_x_forwarded_for_is_never_believed(make_miner, h
 def test_behind_a_trusted_proxy_the_caller_is_the_address_it_names_and_nobody_else_can_name_one(
         make_miner, hotkeys):
     with make_miner(ALLOWED, "axon.trusted_proxies=[127.0.0.1]") as miner:
-        through_proxy = _ask(miner.port, "127.0.0.1", _signed(hotkeys, miner, "via the proxy", "10.1.2.3"))
+        through_proxy = _ask(hotkeys, miner, "127.0.0.1", "via the proxy", "10.1.2.3")
         # A caller that wrote the header itself: the proxy appends the real address, read from the right.
-        spoofed = _ask(miner.port, "127.0.0.1", _signed(hotkeys, miner, "spoofed", "10.1.2.3, 10.9.9.9"))
-        direct = _ask(miner.port, "127.0.0.2", _signed(hotkeys, miner, "direct", "10.1.2.3"))
+        spoofed = _ask(hotkeys, miner, "127.0.0.1", "spoofed", "10.1.2.3, 10.9.9.9")
+        direct = _ask(hotkeys, miner, "127.0.0.2", "direct", "10.1.2.3")
     assert through_proxy[0] == 200
     assert spoofed == (403, "allow_ips: address 10.9.9.9 is not on the allow list")
     assert direct == (403, "allow_ips: address 127.0.0.2 is not on the allow list")

@@ -219,9 +219,9 @@ class MinerApp:
         not even read (server/http.py); this refuses it behind a trusted proxy, whose connection
         carries other callers too and so is never paused."""
         ip = _peer(scope)
-        if ip is not None and (wait := self.shedding.shed_for(ip)):
-            raise RateLimited(f"{ip} caused too many refused requests; try again in {math.ceil(wait)} s",
-                              headers={"retry-after": str(math.ceil(wait))})
+        if ip is not None and (wait := math.ceil(self.shedding.shed_for(ip))):
+            raise RateLimited(f"{ip} caused too many refused requests; try again in {wait} s",
+                              headers={"retry-after": str(wait)})
         return ip
 
     def _claimed(self, headers: dict, wire: WireFormat) -> str:
