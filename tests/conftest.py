@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import ipaddress
 import json
@@ -14,7 +15,7 @@ import tempfile
 import time
 import venv
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import pytest
 
@@ -123,24 +124,42 @@ BITTENSOR_V10 = "bittensor==10.5.0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "declarative-miner-tests" / "bt-10.5.0"
 
 
+@functools.cache
+def _install_v10() -> Optional[tuple[bool, str]]:
+    """Create the cached venv holding bittensor 10.5.0 (once a session); None once it is there,
+    else (whether PyPI was unreachable, pip's complaint)."""
+    python, ready = CACHE / "bin" / "python", CACHE / ".ready"
+    if ready.exists():
+        return None
+    shutil.rmtree(CACHE, ignore_errors=True)
+    venv.create(CACHE, with_pip=True)
+    result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", BITTENSOR_V10],
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        shutil.rmtree(CACHE, ignore_errors=True)
+        unreachable = any(s in result.stderr for s in ("Could not find a version", "NewConnectionError",
+                                                       "Temporary failure in name resolution"))
+        return unreachable, result.stderr
+    ready.touch()
+    return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Install bittensor 10.5.0 before the tests run when one needs it: on a fresh machine that
+    takes a minute or more, which inside the first such test would count against its timeout."""
+    if not session.config.option.collectonly and any("v10_python" in getattr(item, "fixturenames", ())
+                                                     for item in session.items):
+        _install_v10()
+
+
 @pytest.fixture(scope="session")
 def v10_python() -> Path:
-    """The interpreter of a venv holding bittensor 10.5.0, created once and cached (~30 s)."""
-    python, ready = CACHE / "bin" / "python", CACHE / ".ready"
-    if not ready.exists():
-        shutil.rmtree(CACHE, ignore_errors=True)
-        venv.create(CACHE, with_pip=True)
-        result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", BITTENSOR_V10],
-                                capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            shutil.rmtree(CACHE, ignore_errors=True)
-            unreachable = any(s in result.stderr for s in ("Could not find a version", "NewConnectionError",
-                                                           "Temporary failure in name resolution"))
-            require(not unreachable, f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: "
-                                     f"{result.stderr[-300:]}")
-            pytest.fail(f"installing {BITTENSOR_V10} failed:\n{result.stderr[-2000:]}")
-        ready.touch()
-    return python
+    """The interpreter of a venv holding bittensor 10.5.0, created once and cached."""
+    if (problem := _install_v10()) is not None:
+        unreachable, stderr = problem
+        require(not unreachable, f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: {stderr[-300:]}")
+        pytest.fail(f"installing {BITTENSOR_V10} failed:\n{stderr[-2000:]}")
+    return CACHE / "bin" / "python"
 
 
 def require(available: bool, reason: str) -> None:

@@ -130,8 +130,11 @@ def test_an_answered_request_whose_body_is_never_read_closes_the_connection(make
         if claim:
             headers.update({"X-Bittensor-Version": "1", "X-Bittensor-Hotkey": hotkeys[claim].ss58_address})
         sock.sendall(request_bytes(method, target, headers, b"x"))
-        status, _, _ = read_response(sock)
+        status, response_headers, _ = read_response(sock)
         assert status == (200 if method == "GET" else 403)
+        # Said in the answer (RFC 9112 §9.6): a keep-alive client would send its next request into
+        # the closing socket and see "server disconnected" where it should have opened a new one.
+        assert response_headers.get("connection") == "close"
         assert closed_by_server_within(sock, 5)
 
 

@@ -213,7 +213,7 @@ def test_a_held_head_leaves_by_the_loops_next_turn_and_100_continue_at_once():
         theirs.setblocking(False)
         transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
         try:
-            responses = _HeadWithBody(transport, loop)
+            responses = _HeadWithBody(transport, loop, body_pending=lambda: False)
             responses.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             assert theirs.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
             responses.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")

@@ -9,7 +9,8 @@ as long as the client likes. On a public endpoint each is cheap denial-of-servic
   idle or slowloris connections from one place cannot use up `axon.max_connections`;
 - the request line and headers must arrive within `header_timeout`, on every request, and the
   clock is re-armed after every response (a keep-alive connection idles at most that long);
-- a response sent before its request's body was received closes the connection;
+- a response sent before its request's body was received says `connection: close` and closes the
+  connection (a keep-alive client would otherwise send its next request into a closing socket);
 - the body itself is bounded by the app (`axon.request_timeout`, `axon.max_body_bytes`);
 - a request target must be a path (origin-form): btauth/1 signs the target as sent, and uvicorn
   would hand the app only the path of `http://host/path`;
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -61,7 +62,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._lingering = False  # answered, closing: what still arrives is read and thrown away unparsed
         self._ip: Optional[str] = (transport.get_extra_info("peername") or ("?",))[0]
         self._held: Optional[list[bytes]] = None  # what arrived while the address was shed
-        self._responses = _HeadWithBody(transport, self.loop)
+        self._responses = _HeadWithBody(transport, self.loop, self._body_pending)
         if self.proxies and in_networks(self._ip, self.proxies):
             self._ip = None  # a proxy: neither counted nor paused (its callers are, by the app)
         elif self.per_ip.held_by(self._ip) >= self.max_connections_per_ip:
@@ -170,8 +171,12 @@ class _GuardedHttpTools(HttpToolsProtocol):
         if self.cycle is not before:  # a request to answer (an upgrade makes no cycle)
             self.cycle.transport = self._responses
 
+    def _body_pending(self) -> bool:
+        return self.cycle is not None and self.cycle.more_body
+
     def on_response_complete(self) -> None:
-        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+        if self.cycle is not None and (self.cycle.more_body or self._responses.said_close) \
+                and not self.transport.is_closing():
             # Answered before the body arrived: nobody will read the rest. Send FIN now and close
             # a moment later (a lingering close: closing with unread bytes would send a reset,
             # which can destroy the answer before the client reads it).
@@ -198,16 +203,23 @@ class _GuardedHttpTools(HttpToolsProtocol):
 class _HeadWithBody:
     """What a response is written through: its head waits for its body (at most until the loop's
     next turn), so a response leaves in one write, one system call and one wake-up of the client,
-    where uvicorn writes two."""
+    where uvicorn writes two. A head written while the request's body is still to come says
+    `connection: close` (`said_close`): the connection closes after this answer."""
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
-        self._transport, self._loop = transport, loop
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop,
+                 body_pending: Callable[[], bool]):
+        self._transport, self._loop, self._body_pending = transport, loop, body_pending
         self._head: Optional[bytes] = None
+        self.said_close = False
 
     def write(self, data: bytes) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
         elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):  # 100 Continue: now
+            if self._body_pending():
+                self.said_close = True
+                if b"\r\nconnection: close\r\n" not in data:  # uvicorn's own, when it closes anyway
+                    data = data[:-2] + b"connection: close\r\n\r\n"
             self._head = data
             self._loop.call_soon(self._flush)
             return
