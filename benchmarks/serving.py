@@ -183,33 +183,31 @@ def main() -> None:
         return lambda: measure(server, [dataclasses.replace(job, pace=pace) for job in jobs(
             server, protocol, wallets, who, miner_hotkey, c, args.requests, args.processes)])
 
-    def side_by_side(rows: dict, labels: dict) -> None:
-        """Runs `rows` ((key: run) by turns), keeps them in `results`, shows each under its label."""
-        for key, row in interleaved(args.reps, rows).items():
+    def side_by_side(rows: dict) -> None:
+        """Runs `rows` (key: (label, run)) by turns, keeps them in `results`, shows each under its label."""
+        for key, row in interleaved(args.reps, {key: run for key, (_, run) in rows.items()}).items():
             results[key] = row
-            show(labels[key], row)
+            show(rows[key][0], row)
 
+    btauth_servers = [(name, name, server) for name, server in compared] + [("uncached", "miner cache.ttl=0", uncached)]
     try:
         for c in levels:
-            side_by_side({(name, "btauth", c): once(server, "btauth", c)
-                          for name, server in [*compared, ("uncached", uncached)]},
-                         {(name, "btauth", c): f"{'miner cache.ttl=0' if name == 'uncached' else name} btauth/1 c={c}"
-                          for name, _ in [*compared, ("uncached", uncached)]})
+            side_by_side({(name, "btauth", c): (f"{label} btauth/1 c={c}", once(server, "btauth", c))
+                          for name, label, server in btauth_servers})
             # The closed loop gives a faster server more requests a second, and each costs it less
             # (docs/performance.md): the floor again, held to the miner's rate.
             pace = c / results[("miner", "btauth", c)]["rps"][0]
             row = results[("paced floor", "btauth", c)] = repeat(args.reps, once(floor, "btauth", c, pace))
             show(f"floor at the miner's req/s c={c}", row)
         c = max(levels)
-        side_by_side({("one worker", c): once(miner, "btauth", c), ("two workers", c): once(workers, "btauth", c)},
-                     {("one worker", c): f"miner one worker btauth/1 c={c}",
-                      ("two workers", c): f"miner two workers btauth/1 c={c}"})
+        side_by_side({("one worker", c): (f"miner one worker btauth/1 c={c}", once(miner, "btauth", c)),
+                      ("two workers", c): (f"miner two workers btauth/1 c={c}", once(workers, "btauth", c))})
         for c in levels:  # the floor checks a v10 request as a v10 Axon does (floor.py): the legacy floor
-            side_by_side({("floor", "v10", c): once(floor, "v10", c), ("miner", "v10", c): once(miner, "v10", c)},
-                         {("floor", "v10", c): f"floor v10 c={c}", ("miner", "v10", c): f"miner v10 route c={c}"})
+            side_by_side({("floor", "v10", c): (f"floor v10 c={c}", once(floor, "v10", c)),
+                          ("miner", "v10", c): (f"miner v10 route c={c}", once(miner, "v10", c))})
         c = max(levels)
-        side_by_side({("reject", c): once(miner, "btauth", c, who="stranger"), ("served", c): once(miner, "btauth", c)},
-                     {("reject", c): f"miner blacklisted c={c}", ("served", c): f"miner served c={c}"})
+        side_by_side({("reject", c): (f"miner blacklisted c={c}", once(miner, "btauth", c, who="stranger")),
+                      ("served", c): (f"miner served c={c}", once(miner, "btauth", c))})
         floods = {}
         for name, server in (("never sheds", miner), ("sheds (default)", shedding)):
             def validator(server=server) -> list[load.Job]:  # new prompts each run: a repeat would be a 409

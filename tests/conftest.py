@@ -122,18 +122,19 @@ def tiny_model(tmp_path_factory) -> Path:
 
 BITTENSOR_V10 = "bittensor==10.5.0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "declarative-miner-tests" / "bt-10.5.0"
+V10_PYTHON = CACHE / "bin" / "python"
 
 
 @functools.cache
 def _install_v10() -> Optional[tuple[bool, str]]:
     """Create the cached venv holding bittensor 10.5.0 (once a session); None once it is there,
     else (whether PyPI was unreachable, pip's complaint)."""
-    python, ready = CACHE / "bin" / "python", CACHE / ".ready"
+    ready = CACHE / ".ready"
     if ready.exists():
         return None
     shutil.rmtree(CACHE, ignore_errors=True)
     venv.create(CACHE, with_pip=True)
-    result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", BITTENSOR_V10],
+    result = subprocess.run([str(V10_PYTHON), "-m", "pip", "install", "--quiet", BITTENSOR_V10],
                             capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         shutil.rmtree(CACHE, ignore_errors=True)
@@ -159,7 +160,7 @@ def v10_python() -> Path:
         unreachable, stderr = problem
         require(not unreachable, f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: {stderr[-300:]}")
         pytest.fail(f"installing {BITTENSOR_V10} failed:\n{stderr[-2000:]}")
-    return CACHE / "bin" / "python"
+    return V10_PYTHON
 
 
 def require(available: bool, reason: str) -> None:
