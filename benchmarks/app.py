@@ -112,8 +112,21 @@ async def drive(app, headers: list, body: bytes) -> None:
         raise SystemExit(f"not served: {sent}")
 
 
+async def start(app) -> None:
+    """Run `app`'s ASGI lifespan start-up (its stores open there), as an ASGI server does first."""
+    to_app, from_app = asyncio.Queue(), asyncio.Queue()
+    asyncio.get_running_loop().create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                               to_app.get, from_app.put))
+    await to_app.put({"type": "lifespan.startup"})
+    if (message := await from_app.get())["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"not started: {message}")
+
+
 async def measure(apps: dict, batches: dict, rounds: int) -> dict[str, float]:
     """Minimum µs a request per variant over `rounds` alternated batches (after one warm-up round)."""
+    for name, app in apps.items():
+        if not name.startswith("floor"):
+            await start(app)
     best = {name: float("inf") for name in apps}
     for r in range(rounds + 1):
         for name, app in apps.items():
@@ -134,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dm-app-bench-"))
     signer, receiver, common = dev_network(home)
-    miners = {name: Miner(compose([*common, f"cache.directory={home}/cache{i}", *overrides]))
+    miners = {name: Miner(compose([*common, "metrics.port=null", f"cache.directory={home}/cache{i}", *overrides]))
               for i, (name, overrides) in enumerate(VARIANTS.items())}
     apps = {"floor (verify and echo)": floor_app(receiver), **{name: m.asgi_app() for name, m in miners.items()}}
     if args.against:
@@ -155,14 +168,16 @@ def main() -> None:
         default = apps["miner, default config"]
         extra = batch(signer, receiver, "profiled", args.batch)
         profile = cProfile.Profile()
-        profile.runcall(uvloop.run, drive_all(default, extra))
+        profile.runcall(uvloop.run, drive_all(default, extra, started=False))
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
     for m in miners.values():
         m.close()
 
 
-async def drive_all(app, requests: list) -> None:
-    """`requests` through `app`, one after another."""
+async def drive_all(app, requests: list, started: bool = True) -> None:
+    """`requests` through `app`, one after another (its lifespan started first, unless it was)."""
+    if not started:
+        await start(app)
     for headers, body in requests:
         await drive(app, headers, body)
 

@@ -44,7 +44,7 @@ def main() -> None:
     wallets = str(dev.dev_wallets_dir(home))
     dev.prepare(home, "dev-miner", "default", wallets, f"{home}/dev/metagraph.yaml", 1)
     # No lifespan runs in process, so no metagraph refresh: let the snapshot never count as stale.
-    miner = Miner(compose([f"home={home}", "axon.port=0", "blacklist=open", "axon.request_timeout=2",
+    miner = Miner(compose([f"home={home}", "axon.port=0", "metrics.port=null", "blacklist=open", "axon.request_timeout=2",
                            "network.max_snapshot_age=1e9"]))
     if args.through_server:
         fuzz_through_server(miner, args.cases)

@@ -25,7 +25,7 @@ from pathlib import Path
 import uvloop
 from bittensor import http_auth
 
-from declarative_miner.server import v10
+from declarative_miner.auth import v10
 from declarative_miner.wallet import open_wallet
 
 TICK = os.sysconf("SC_CLK_TCK")

@@ -90,7 +90,7 @@ def main() -> None:
     # An ASCII-only vocabulary: random weights then write text from the first token, as a trained
     # model does, instead of byte runs that are no text yet (which no streamer can send early).
     model = tiny_model.build(home / "model", hidden=args.hidden, layers=args.layers, every_byte=False)
-    miner = Miner(compose([f"home={home}", "axon.port=0", "+recipe=llama", f"prompt.model={model}",
+    miner = Miner(compose([f"home={home}", "axon.port=0", "metrics.port=null", "+recipe=llama", f"prompt.model={model}",
                            f"prompt.max_new_tokens={args.tokens}", "cache.ttl=0", "blacklist=open",
                            *([f"prompt.threads={args.threads}"] if args.threads else [])]))
     backend = miner.backend

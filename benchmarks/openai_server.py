@@ -111,7 +111,7 @@ def main() -> None:
     try:
         # The miner in a process of its own, as it is deployed: sharing this one's interpreter lock
         # with the clients below would add its waits to the miner's figures.
-        miner = Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", f"axon.port={port}",
+        miner = Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null", f"axon.port={port}",
                                  "+recipe=openai", f"prompt.base_url={base_url}", f"prompt.model={model}",
                                  f"prompt.max_tokens={args.tokens}", "cache.ttl=0", "blacklist=open",
                                  f"hydra.run.dir={home / 'run'}"], port, dict(os.environ))

@@ -24,7 +24,7 @@ from declarative_miner.config import compose, to_settings
 from declarative_miner.policies.blacklist import build_blacklist
 from declarative_miner.policies.priority import build_priority
 from declarative_miner.prompting import Prompting, TerminalInfo
-from declarative_miner.server.scheduler import Scheduler
+from declarative_miner.runtime.scheduler import Scheduler
 
 
 def hotkey(i: int) -> str:

@@ -153,17 +153,17 @@ def main() -> None:
     # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
     # This miner never sheds a flooding address, so the cost of each refusal can be measured;
     # `shedding` is the default miner, which does.
-    miner = load.Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", f"axon.port={ports['miner']}",
+    miner = load.Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null", f"axon.port={ports['miner']}",
                              "axon.max_age=120", "axon.max_refusals_per_ip=0", "hydra.run.dir=" + str(home / "run")],
                    ports["miner"], env)
-    shedding = load.Server("shedding", [sys.executable, "-m", "declarative_miner", f"home={home}",
+    shedding = load.Server("shedding", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null",
                                    f"axon.port={ports['shedding']}", "axon.max_age=120",
                                    "cache.directory=${home}/cache3", "hydra.run.dir=" + str(home / "run4")],
                       ports["shedding"], env)
-    uncached = load.Server("uncached", [sys.executable, "-m", "declarative_miner", f"home={home}", "cache.ttl=0",
+    uncached = load.Server("uncached", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null", "cache.ttl=0",
                                    f"axon.port={ports['uncached']}", "axon.max_age=120",
                                    "hydra.run.dir=" + str(home / "run2")], ports["uncached"], env)
-    workers = load.Server("workers", [sys.executable, "-m", "declarative_miner", f"home={home}", "axon.workers=2",
+    workers = load.Server("workers", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null", "axon.workers=2",
                                  f"axon.port={ports['workers']}", "axon.max_age=120", "cache.directory=${home}/cache2",
                                  "hydra.run.dir=" + str(home / "run3")], ports["workers"], env)
     floor = load.Server("floor", [sys.executable, str(HERE / "floor.py"), "--port", str(ports["floor"]), "--hotkey",

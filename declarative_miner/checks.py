@@ -5,12 +5,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Callable
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis.Redis.from_url reads
+
 from .errors import ConfigError, ConfigProblem
 from .networks import parse_networks
-from .schema import MinerConfig
-from .redis_link import REDIS_SCHEMES
-from .server.shedding import MAX_COOLDOWN
-from .server.wire import NAMES as WIRE_FORMATS
+from .schema import MAX_SHED_FOR, WIRE_FORMATS, MinerConfig
 
 
 class Problems:
@@ -73,12 +72,20 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.max_body_bytes > 0, "axon.max_body_bytes", axon.max_body_bytes, "bytes > 0")
     need(axon.max_header_bytes >= 1024, "axon.max_header_bytes", axon.max_header_bytes, "at least 1024 bytes")
     need(axon.workers >= 1, "axon.workers", axon.workers, "at least 1")
-    need(axon.replay_store in ("auto", "memory", "disk") or axon.replay_store.startswith(REDIS_SCHEMES),
-         "axon.replay_store", axon.replay_store, "auto, memory, disk or a redis:// URL")
+    store = settings.state.store if axon.replay_store is None else axon.replay_store
+    where = "state.store" if axon.replay_store is None else "axon.replay_store"
+    need(store in ("memory", "disk", "auto") or store.startswith(REDIS_SCHEMES), where, store,
+         "disk, memory or redis://host:port/db")
+    need(not (store == "memory" and axon.workers > 1 and axon.replay_store is None), where, store,
+         f"disk or redis with axon.workers={axon.workers}: memory is one process's")
+    need(1 <= axon.ipv6_prefix <= 128, "axon.ipv6_prefix", axon.ipv6_prefix, "bits from 1 to 128 (64: a /64)")
+    if settings.metrics.port is not None:
+        need(0 <= settings.metrics.port <= 65535, "metrics.port", settings.metrics.port,
+             "a port from 0 to 65535, or null for no listener")
     need(axon.max_connections >= 1, "axon.max_connections", axon.max_connections, "at least 1")
     need(axon.max_connections_per_ip >= 1, "axon.max_connections_per_ip", axon.max_connections_per_ip, "at least 1")
     need(axon.max_refusals_per_ip >= 0, "axon.max_refusals_per_ip", axon.max_refusals_per_ip, "0 (never shed) or more")
-    need(0 < axon.shed_for <= MAX_COOLDOWN, "axon.shed_for", axon.shed_for, f"seconds > 0, at most {MAX_COOLDOWN:g}")
+    need(0 < axon.shed_for <= MAX_SHED_FOR, "axon.shed_for", axon.shed_for, f"seconds > 0, at most {MAX_SHED_FOR:g}")
     need(axon.max_unverified_per_ip >= 1, "axon.max_unverified_per_ip", axon.max_unverified_per_ip, "at least 1")
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
     need(bool(axon.wire_formats) and set(axon.wire_formats) <= set(WIRE_FORMATS), "axon.wire_formats",

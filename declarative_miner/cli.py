@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,8 @@ from . import config
 from .errors import ConfigError
 from .files import PRIVATE_UMASK
 from .schema import Mode
+
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (server/metrics.py)
 
 log = logging.getLogger("declarative_miner")
 
@@ -60,17 +63,28 @@ def _prevalidate(argv: list[str]) -> None:
         log.debug("pre-validation skipped: %s", exc)
 
 
+def _share_metrics(cfg: DictConfig) -> None:
+    """Several workers add their metrics up in files (prometheus_client's multiprocess mode), which
+    must be chosen before prometheus_client is imported: here, before the miner is."""
+    if cfg.mode == Mode.serve and cfg.axon.workers > 1 and cfg.metrics.port is not None:
+        directory = Path(cfg.home).expanduser() / "run" / "metrics"
+        shutil.rmtree(directory, ignore_errors=True)  # a previous run's files would be counted again
+        directory.mkdir(parents=True)
+        os.environ[MULTIPROCESS_DIRECTORY] = str(directory)
+
+
 @hydra.main(config_path=str(config.CONF_DIR), config_name=config.PRIMARY, version_base="1.3")
 def _job(cfg: DictConfig) -> Optional[float]:
+    _share_metrics(cfg)
+    from .build import check_serving
     from .miner import Miner  # imported here so --help stays fast
-    from .parts import check_stores
 
     try:
         if cfg.mode == Mode.eval:
             return _evaluate(cfg)
         miner = Miner(cfg)
         if miner.settings.mode.value == "validate":
-            check_stores(miner.settings)
+            check_serving(miner._parts)
             print("declarative_miner: the config is valid; it would run:")
             print(miner.summary())
             miner.close()

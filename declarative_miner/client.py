@@ -20,7 +20,7 @@ from bittensor import http_auth
 
 from .chain.dev import DEV_VALIDATOR
 from .files import default_home
-from .server import v10
+from .auth import v10
 
 PROMPT_PATH = "/Prompting"
 STREAM_PATH = "/StreamPrompting"

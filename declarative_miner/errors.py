@@ -76,6 +76,10 @@ class BodyTooLarge(RequestError):
     status, error = 413, "body too large"
 
 
+class HeadersTooLarge(RequestError):
+    status, error = 431, "request header fields too large"
+
+
 class MalformedBody(RequestError):
     status, error = 422, "malformed body"
 

@@ -11,24 +11,23 @@ import inspect
 import json
 import logging
 import os
+import socket
 import sys
-import threading
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
-import bittensor as bt
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
-from .answers import CallKinds, as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
+from .build import Parts, build_app, build_parts, check_serving, clear_cache, kind
 from .chain.metagraph import Metagraph
 from .config import compose, to_settings
-from .parts import build_app, build_parts, open_replay_store
-from .prompts.usage import Usage
 from .prompting import Prompting
+from .prompts.usage import Usage
+from .runtime.answers import CallKinds, as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
+from .runtime.threads import DaemonThreadPool
 from .server.app import MinerApp
-from .server.serving import HttpServer
-from .server.threads import DaemonThreadPool
-from .server.workers import supervise
+from .server.metrics import multiprocess_mode, serve_metrics
+from .server.serving import HttpServer, bind, uvicorn_config
 from .synapses import PROMPT, Synapse
 
 log = logging.getLogger(__name__)
@@ -55,18 +54,20 @@ class Miner:
             cfg = OmegaConf.merge(cfg, {"axon": dict(axon)})
         self._config = cfg
         self.settings = s = to_settings(cfg)
-        self.subtensor = subtensor
         own_prompt = None if type(self).prompt is Miner.prompt else f"{type(self).__module__}.{type(self).__qualname__}"
-        self._parts = parts = build_parts(s, wallet=wallet, subtensor=subtensor, own_prompt=own_prompt)
+        self._parts: Parts = build_parts(s, wallet=wallet, subtensor=subtensor, own_prompt=own_prompt)
         log.info("Instantiating prompt <%s>", s.prompt.get("_target_"))
+        parts = self._parts
         self.wallet, self.not_created, self.chain, self._sync = parts.wallet, parts.not_created, parts.chain, parts.sync
-        self._blacklist, self._priority, self._prompt_fn = parts.blacklist, parts.priority, parts.prompt
-        self.synapses, self.cache, self._budgets = parts.synapses, parts.cache, parts.budgets
+        self.synapses, self.cache, self.metrics = parts.synapses, parts.cache, parts.metrics
         self._executor = DaemonThreadPool(s.axon.max_concurrency, "prompt")
         self._kind_of = CallKinds()  # how `_call` calls each callable
+        if self.usage is not None:
+            self.usage.listen(lambda prompt, completion: (self.metrics.tokens.labels("prompt").inc(prompt),
+                                                          self.metrics.tokens.labels("completion").inc(completion)))
         self._server: Optional[HttpServer] = None
-        self._thread: Optional[threading.Thread] = None
-        self._nonces = None  # the replay store, opened with the server
+        self._metrics_server: Any = None
+        self._port: Optional[int] = None
 
     # -- the seed's API -------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class Miner:
         Subclasses may override this with a plain or an async method; a plain one runs in a
         worker thread so it never blocks the server.
         """
-        return await self._call(self._prompt_fn, synapse)
+        return await self._call(self._parts.prompt, synapse)
 
     async def _call(self, fn: Callable, synapse: Prompting) -> Any:
         kind = self._kind_of(fn)
@@ -166,56 +167,76 @@ class Miner:
 
         Runs on the hotkey the request claims, before its body is read; only in-memory state.
         """
-        return self._blacklist.check(synapse, self.metagraph)
+        return self._parts.blacklist.check(synapse, self.metagraph)
 
     def priority(self, synapse: Prompting) -> float:
         """How urgently to serve this caller when requests wait; higher runs first."""
-        return float(self._priority(synapse, self.metagraph))
+        return float(self._parts.priority(synapse, self.metagraph))
 
     def run(self) -> None:
         """Serve until stopped (SIGINT/SIGTERM drain in-flight requests, then return).
 
-        On a live network the endpoint is published on chain first, when it differs.
+        On a live network the endpoint is published on chain first, when it differs. With
+        `axon.workers` > 1, gunicorn supervises that many worker processes on the one socket.
         """
-        self._listen()
+        sock = self._prepare()
         # The process now only serves, and what is built lives as long as it. Frozen out of the
-        # collector's sight, those ~100,000 objects are no longer walked by every full collection
-        # (tens of ms each, every few thousand requests: docs/performance.md), nor written to in
-        # pages the forked workers share. run_in_background_thread leaves an embedding process's
-        # collector alone.
+        # collector's sight, those objects are no longer walked by every full collection, nor
+        # written to in pages forked workers share. run_in_background_thread leaves an embedding
+        # process's collector alone.
         gc.collect()
         gc.freeze()
-        if self.settings.axon.workers == 1:
-            self._serve()
-            return
-        self.cache.close()  # each worker opens its own SQLite connection after the fork
         try:
-            supervise(self.settings.axon.workers, self._serve_as_worker)
+            if self.settings.axon.workers == 1:
+                app = self.asgi_app()
+                self._server = HttpServer(sock, self._uvicorn_config(app))
+                self._server.run()
+                if app.startup_failure is not None:
+                    raise _not_started(app)
+            else:
+                self._supervise(sock)
         finally:
-            self._close_files()  # the replay store the workers shared is saved once they are done
+            self._stop_metrics()
+            sock.close()
 
-    def _serve_as_worker(self) -> None:
-        if self.chain is not None:  # the parent's connection lives on a thread the fork did not copy
-            self.chain.subtensor = bt.Subtensor(self.settings.network.name)
-        self.cache.open()  # this process's own disk connection
-        self._serve()
+    def _supervise(self, sock: socket.socket) -> None:
+        from .errors import ConfigError, ConfigProblem
+        from .server.workers import WorkerFailed, supervise
+
+        app = self.asgi_app()
+        inherited = [self._metrics_server.socket] if self._metrics_server is not None else []
+        try:
+            supervise(app, sock, self.settings.axon.workers, self._uvicorn_config(app),
+                      graceful_timeout=self.drain_bound + 1, inherited=inherited)
+        except WorkerFailed as exc:
+            raise ConfigError([ConfigProblem("axon.workers", f"a worker could not start, so the miner stopped "
+                                             f"(got {exc.reason}; expected workers that start: fix the cause "
+                                             "above, or axon.workers=1)")]) from None
 
     def run_in_background_thread(self, timeout: float = 30.0) -> None:
         """Start serving in a daemon thread; returns once the port accepts requests."""
-        if self._thread is not None:
+        if self._server is not None:
             return
-        self._listen()
-        self._thread = threading.Thread(target=self._serve, name="miner", daemon=True)
-        self._thread.start()
-        self._server.wait_ready(self._thread, timeout)
+        sock = self._prepare()
+        app = self.asgi_app()
+        self._server = HttpServer(sock, self._uvicorn_config(app))
+        try:
+            self._server.start(timeout)
+        except RuntimeError:
+            self.stop_run_thread()
+            raise _not_started(app) from None
+        except BaseException:
+            self.stop_run_thread()
+            raise
 
     def stop_run_thread(self) -> None:
         """Stop the background server, wait for its thread, release the port."""
-        if self._thread is None:
+        if self._server is None:
             return
         self._server.stop()
-        self._thread.join()
-        self._thread, self._server = None, None
+        self._server.socket.close()
+        self._server = None
+        self._stop_metrics()
 
     def __enter__(self) -> "Miner":
         self.run_in_background_thread()
@@ -234,12 +255,12 @@ class Miner:
     @property
     def backend(self) -> Any:
         """The configured prompt callable: `prompt._target_` built with its arguments."""
-        return self._prompt_fn
+        return self._parts.prompt
 
     @property
     def usage(self) -> Optional[Usage]:
         """Token counts of a model backend that reports them (None for plain prompt callables)."""
-        usage = getattr(self._prompt_fn, "usage", None)
+        usage = getattr(self._parts.prompt, "usage", None)
         return usage if isinstance(usage, Usage) else None
 
     @property
@@ -249,44 +270,72 @@ class Miner:
     @property
     def port(self) -> int:
         """The port actually bound (meaningful with `axon.port=0`) while serving."""
-        return self._server.port if self._server else self.settings.axon.port
+        return self._port if self._port is not None else self.settings.axon.port
 
-    def _listen(self) -> None:
-        """Bind the port (a taken one is a clear error here), then publish it on chain."""
-        self._server = self._new_server()
-        self._server.bind()
-        self._publish()
+    @property
+    def metrics_port(self) -> Optional[int]:
+        """The metrics listener's port while serving (None: no listener)."""
+        return self._metrics_server.server_port if self._metrics_server is not None else None
 
-    def _open_cache(self) -> None:
-        restored, cleared = self.cache.open(self.settings.cache.clear)
-        if cleared:
+    @property
+    def drain_bound(self) -> float:
+        """Seconds a stop may take at most: the in-flight requests' deadline, and a second."""
+        return self.settings.axon.request_timeout + 1.0
+
+    def _prepare(self) -> socket.socket:
+        """What comes before serving, once: check the store, clear the cache if asked, bind the
+        port (a taken one is a clear error here), start the metrics listener, publish on chain."""
+        check_serving(self._parts)
+        if self.settings.cache.clear and (cleared := clear_cache(self._parts)):
             log.info("Cleared %d stored prompts (cache.clear=true)", cleared)
-        if restored:
-            log.info("Restored %d prompts answered in the last %g s from %s", restored, self.settings.cache.ttl,
-                     self.settings.cache.directory)
-
-    def _new_server(self) -> HttpServer:
         a = self.settings.axon
-        return HttpServer(self.asgi_app(), a.ip, a.port, drain_timeout=a.request_timeout,
-                          max_connections=a.max_connections, max_connections_per_ip=a.max_connections_per_ip,
-                          max_header_bytes=a.max_header_bytes,
-                          header_timeout=a.request_timeout, trusted_proxies=a.trusted_proxies)
-
-    def _serve(self) -> None:
+        sock = bind(a.ip, a.port)
+        self._port = sock.getsockname()[1]
         try:
-            self._server.serve()
-        finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = DaemonThreadPool(self.settings.axon.max_concurrency, "prompt")
+            self._start_metrics()
+        except BaseException:
+            sock.close()
+            raise
+        self._publish()
+        return sock
 
-    async def _save_nonces(self) -> None:
-        # A clean stop saves what an in-memory replay store holds, for the next start.
-        if self._nonces is not None:
-            self._nonces.close()
+    def _start_metrics(self) -> None:
+        m = self.settings.metrics
+        if m.port is None:
+            return
+        if self.settings.axon.workers > 1 and not multiprocess_mode():
+            log.warning("No metrics listener: with axon.workers > 1 the workers' metrics are added up through "
+                        "PROMETHEUS_MULTIPROC_DIR, which must be set before the miner is imported (the command "
+                        "line does it)")
+            return
+        try:
+            self._metrics_server, _ = serve_metrics(self.metrics, m.host, m.port)
+        except OSError as exc:
+            from .errors import ConfigError, ConfigProblem
+
+            raise ConfigError([ConfigProblem("metrics.port", f"cannot listen on {m.host}:{m.port} (got {exc.strerror}; "
+                                             "expected a free port, or metrics.port=null for no listener)")]) from None
+        log.info("Metrics for Prometheus at http://%s:%d/metrics", m.host, self.metrics_port)
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+
+    def _uvicorn_config(self, app: Optional[MinerApp]) -> dict:
+        a = self.settings.axon
+        return uvicorn_config(app, app.connections if app is not None else None, header_timeout=a.request_timeout,
+                              drain_timeout=self.drain_bound, max_header_bytes=a.max_header_bytes)
+
+    async def _start_prompt(self) -> None:
+        # A backend with work to do in each serving process (connections to open) does it here.
+        if (start := getattr(self._parts.prompt, "start", None)) is not None:
+            await start()
 
     async def _close_prompt(self) -> None:
         # A backend holding connections (the openai one) closes them on the loop that opened them.
-        if (aclose := getattr(self._prompt_fn, "aclose", None)) is not None:
+        if (aclose := getattr(self._parts.prompt, "aclose", None)) is not None:
             await aclose()
 
     def _publish(self) -> None:
@@ -309,76 +358,66 @@ class Miner:
         return (f"the metagraph is {age:.0f} s old (bound {bound:g} s): {why}; "
                 f"retrying every {network.sync_interval:g} s")
 
-    def _replay_store(self):
-        if self._nonces is not None:
-            self._nonces.close()
-        self._nonces = open_replay_store(self.settings)
-        return self._nonces
-
-    def _close_files(self) -> None:
-        self.cache.close()
-        if self._budgets is not None:
-            self._budgets.close()
-        if self._nonces is not None:
-            self._nonces.close()
-            self._nonces = None
-
     def asgi_app(self) -> MinerApp:
-        """The ASGI app that serves this miner, its cache and replay store opened (what `run`
-        hands uvicorn; any ASGI server can run it)."""
-        self._open_cache()
-        return build_app(self.settings, self._parts, self, self._replay_store())
+        """The ASGI app that serves this miner (what `run` hands uvicorn; any ASGI server can run
+        it). Building it opens nothing: its stores open in the ASGI lifespan."""
+        return build_app(self._parts, self)
 
     async def _announce(self) -> None:
         a = self.settings.axon
-        log.info("Serving %s as %s on http://%s:%d (%s, GET /health)", self.settings.prompt.get("_target_"),
-                 self.hotkey, a.ip, self.port, ", ".join(f"POST {t.route}" for t in self.synapses.values()))
-        if self.settings.network.name == "dev":
+        log.info("Serving %s as %s on http://%s:%d (%s, GET /health), process %d", self.settings.prompt.get("_target_"),
+                 self.hotkey, a.ip, self.port, ", ".join(f"POST {t.route}" for t in self.synapses.values()), os.getpid())
+        if self.settings.network.name == "dev" and self.settings.mode.value == "serve":
             log.info('Query it as the dev validator: %s -m declarative_miner.client "What is 2+2?" --port %d',
                      sys.executable, self.port)
-        if self._blacklist.admits_non_validators:
+        if self._parts.blacklist.admits_non_validators:
             log.warning("The blacklist lets non-validators in (blacklist=%s): anyone who signs is served.",
-                        list(n for n, _ in self._blacklist.rules) or "open")
+                        list(n for n, _ in self._parts.blacklist.rules) or "open")
 
     def health(self) -> dict:
-        """What `GET /health` answers: liveness, identity and the metagraph's age."""
+        """What `GET /health` answers: alive, and who this is (all of it public on chain)."""
         neuron = self.metagraph.by_hotkey(self.hotkey)
-        return {
-            "status": "ok", "hotkey": self.hotkey, "network": self.settings.network.name,
-            "netuid": self.settings.network.netuid, "registered": neuron is not None,
-            "uid": neuron.uid if neuron else None, "pid": os.getpid(), "metagraph_block": self.metagraph.block,
-            "metagraph_age": round(self.metagraph.age, 3),
-        }
+        return {"status": "ok", "hotkey": self.hotkey, "network": self.settings.network.name,
+                "netuid": self.settings.network.netuid, "registered": neuron is not None,
+                "uid": neuron.uid if neuron else None}
 
     def summary(self) -> str:
         """What would run, one line per part (printed by `mode=validate`)."""
         s = self.settings
-        rules = " -> ".join(name for name, _ in self._blacklist.rules) or "none (open)"
+        rules = " -> ".join(name for name, _ in self._parts.blacklist.rules) or "none (open)"
         cache = (f"ttl {s.cache.ttl:g} s, on_hit={s.cache.on_hit.value}, scope={s.cache.scope}, {self.cache.where}; "
                  f"keyed by request, inputs and {self.cache.namespace}" if s.cache.ttl else "off")
+        formats = ", ".join({"btauth": "btauth/1", "v10": "v10", "epistula": "Epistula v2"}[f]
+                            for f in s.axon.wire_formats)
         return "\n".join([
             f"network    {s.network.name} (netuid {s.network.netuid}): {len(self.metagraph)} neurons",
             f"wallet     {s.wallet.name}/{s.wallet.hotkey} -> " + (
                 f"not created yet ({', '.join(map(str, self.not_created))}): the first run creates it; "
                 "mode=validate creates nothing" if self.not_created else self.hotkey),
-            f"axon       http://{s.axon.ip}:{s.axon.port} (btauth/1; {s.axon.max_concurrency} at once, "
-            f"timeout {s.axon.request_timeout:g} s)",
+            f"axon       http://{s.axon.ip}:{s.axon.port} ({formats}; {s.axon.max_concurrency} at once, "
+            f"timeout {s.axon.request_timeout:g} s, {s.axon.workers} process{'es' if s.axon.workers > 1 else ''})",
+            f"state      {kind(self._parts)}",
             f"blacklist  {rules}",
             f"priority   {s.priority.strategy} {s.priority.params or ''}".rstrip(),
             f"cache      {cache}",
             "synapses   " + ", ".join(f"{name}{' (streamed)' if t.stream else ''} <- {t.answered_by}"
                                       for name, t in self.synapses.items()) + ", and the v10 ping /Synapse",
-            f"prompt     {s.prompt.get('_target_')}" + (f": {self._prompt_fn!r}" if self.usage else ""),
+            f"prompt     {s.prompt.get('_target_')}" + (f": {self._parts.prompt!r}" if self.usage else ""),
         ])
 
     def close(self) -> None:
-        """Release the cache, worker threads and chain connection (serving stops first)."""
+        """Release worker threads and the chain connection (serving stops first)."""
         self.stop_run_thread()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._close_files()
-        self.cache.release_memory()
         if self.chain is not None:
-            self.chain.subtensor.close()
+            self.chain.close()
+
+
+def _not_started(app: MinerApp) -> Exception:
+    from .errors import ConfigError, ConfigProblem
+
+    return ConfigError([ConfigProblem("prompt", f"the miner could not start serving (got {app.startup_failure}; "
+                                                "expected a start-up that succeeds: see the log above)")])
 
 
 @functools.cache

@@ -15,6 +15,10 @@ from hydra.core.config_store import ConfigStore
 from .files import DEFAULT_HOME, HOME_VARIABLE
 
 
+WIRE_FORMATS = ("v10", "epistula", "btauth")  # every wire format, in the order a request's headers are matched
+MAX_SHED_FOR = 60.0  # seconds an address is shed at most (axon.shed_for doubles up to it)
+
+
 class Mode(Enum):
     serve = "serve"
     validate = "validate"
@@ -60,13 +64,25 @@ class AxonConfig:
     max_refusals_per_ip: int = 100  # refused unverified requests per second from one address before it is shed (not read); 0 never sheds
     shed_for: float = 1.0  # seconds an address is first shed; doubling each time it floods again within a minute, at most 60
     trusted_proxies: List[str] = field(default_factory=list)  # reverse proxies (addresses or CIDR) whose X-Forwarded-For names the caller; none: every address is the TCP peer's
-    workers: int = 1  # server processes on this port; they share the prompt cache and the replay store
-    replay_store: str = "auto"  # accepted nonces: memory (shared by the workers, kept across restarts; = auto), disk (SQLite), redis://… (by machines)
+    ipv6_prefix: int = 64  # bits of an IPv6 caller's address its per-address bounds and shedding count by (one /64 is one host's)
+    workers: int = 1  # server processes on this port (gunicorn supervises them); they share state.store, which must be disk or redis
+    replay_store: Optional[str] = None  # deprecated: say state.store
     max_age: float = 10.0  # seconds a signed nonce stays fresh (btauth/1 and v10 alike)
     allowed_skew: float = 2.0  # seconds a caller's clock may run ahead of ours
     require_receiver: bool = True  # btauth/1 and Epistula: reject requests not bound to this miner's hotkey
     wire_formats: List[str] = field(default_factory=lambda: ["btauth", "v10", "epistula"])  # accepted: btauth (bittensor 11), v10 (bittensor 10 Dendrites), epistula (v2)
     sign_responses: bool = False  # sign each JSON reply with the miner's hotkey (btauth/1 headers over the body)
+
+
+@dataclass
+class StateConfig:
+    store: str = "disk"  # where replay nonces, prompt claims and answers, and rate budgets live: disk (SQLite under home; the machine's processes share it), memory (one process, kept by nothing), redis://host:port/db (machines)
+
+
+@dataclass
+class MetricsConfig:
+    host: str = "127.0.0.1"  # address of the Prometheus listener (never the public port); 0.0.0.0 for a Prometheus on another host
+    port: Optional[int] = 9464  # its port (0: any free one, logged); null: no listener
 
 
 @dataclass
@@ -85,13 +101,13 @@ class PriorityConfig:
 @dataclass
 class CacheConfig:
     ttl: float = 7200.0  # seconds a prompt counts as recent; 0 disables the cache
-    directory: str = "${home}/cache"  # diskcache directory, shared by processes on this machine
+    directory: str = "${home}/cache"  # where the prompt cache lives with state.store=disk
     on_hit: OnHit = OnHit.reject  # reject: a recent prompt gets 409; reuse: answer the cached completion
     scope: str = "global"  # global: any caller's repeat is a duplicate; caller: only the same hotkey's
     namespace: Optional[str] = None  # who answers, part of every key; null: the prompt's _target_ and arguments
-    max_entries: int = 1000000  # prompts remembered at once (in memory shared by the workers, 32 bytes each)
+    max_entries: int = 1000000  # prompts remembered at once with state.store=memory
     clear: bool = False  # forget every stored prompt when the miner starts
-    size_limit: int = 1073741824  # bytes on disk before the least recently used entries go
+    size_limit: int = 1073741824  # bytes on disk (state.store=disk) before the oldest answers go
     sync_writes: bool = False  # fsync every write: survives power loss, at twice the write cost
 
 
@@ -124,6 +140,8 @@ class MinerConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     wallet: WalletConfig = field(default_factory=WalletConfig)
     axon: AxonConfig = field(default_factory=AxonConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
     priority: PriorityConfig = field(default_factory=PriorityConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -87,7 +87,7 @@ def make_miner(home) -> Iterator[Callable[..., Miner]]:
     built = []
 
     def make(*overrides: str, cls=Miner) -> Miner:
-        miner = cls(compose([f"home={home}", "axon.port=0", *overrides]))
+        miner = cls(compose([f"home={home}", "axon.port=0", "metrics.port=0", *overrides]))
         built.append(miner)
         return miner
 
@@ -186,6 +186,18 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+def gauge(miner, name: str, **labels: str) -> float:
+    """A metric's value (the sample with these labels) of a serving miner, read from its metrics
+    listener: `miner` is a `Miner`, or the listener's port (a miner in another process)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = miner if isinstance(miner, int) else miner.metrics_port
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())), 0.0)
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60):

@@ -77,7 +77,7 @@ def signed(case_protocol: str, body_or_fields, keypair, receiver: str) -> tuple:
     """A correctly signed case carrying a hostile body (btauth/1) or hostile fields (v10)."""
     from bittensor import http_auth
 
-    from declarative_miner.server import v10
+    from declarative_miner.auth import v10
 
     if case_protocol == "btauth":
         headers = http_auth.sign(keypair, method="POST", path="/Prompting", body=body_or_fields, receiver_ss58=receiver)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -32,6 +33,11 @@ async def async_upper(request: Prompting) -> str:
 
 def lone_surrogate(request: Prompting) -> str:
     return "caf\ud800"  # text no UTF-8 encoder takes, but JSON can carry escaped
+
+
+async def process_id(request: Prompting) -> str:
+    """Which process answered (tests of several workers tell them apart by it)."""
+    return f"{os.getpid()} {request.messages[-1]}"
 
 
 def hotkey_of_caller(request: Prompting) -> str:
@@ -115,4 +121,19 @@ class SlowToLoad:
         time.sleep(seconds)
 
     def __call__(self, request: Prompting) -> str:
+        return request.messages[-1]
+
+
+class FailsToStartInWorkers:
+    """Builds (as `mode=validate` and the supervisor do) but cannot start in a forked worker, as a
+    backend whose device or server the worker cannot reach."""
+
+    def __init__(self) -> None:
+        self.builder = os.getpid()
+
+    async def start(self) -> None:
+        if os.getpid() != self.builder:
+            raise RuntimeError("cannot open the model server connection in this worker")
+
+    async def __call__(self, request: Prompting) -> str:
         return request.messages[-1]

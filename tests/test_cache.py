@@ -9,17 +9,16 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
-import diskcache
 import httpx
 import pytest
 import yaml
 
-from declarative_miner.cache import LocalStore, PromptCache
-from declarative_miner.cache.saved import SavedPrompts
-from declarative_miner.cache.table import ANSWERED, COMPUTING, NEW, ClaimTable
+from declarative_miner.cache import PromptCache
+from declarative_miner.state.disk import DiskPrompts
+from declarative_miner.state.memory import MemoryPrompts
+from declarative_miner.state.prompts import ANSWERED, COMPUTING, NEW
 from declarative_miner.client import MinerClient
 
 from .conftest import wait_until
@@ -91,13 +90,14 @@ def test_cache_clear_forgets_every_stored_prompt(make_miner, client_for):
         assert client_for(miner).prompt(["cleared"]).status == 200
 
 
-def _claimed_in_child(table: ClaimTable, key: str) -> int:
+def _claimed_in_child(prompts: DiskPrompts, key: str) -> int:
     """A forked process that claims `key` and then waits to be killed; returns its pid."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            assert table.claim(key, 0.0, 1e12) == NEW
+            prompts.open()  # its own connection, as a worker opens its own
+            assert prompts.claim(key) == NEW
             os.write(ready_w, b"1")
             signal.pause()
         finally:
@@ -108,69 +108,103 @@ def _claimed_in_child(table: ClaimTable, key: str) -> int:
     return pid
 
 
-def test_a_claim_of_a_killed_process_is_void_at_once_even_before_it_is_reaped():
-    table, key = ClaimTable(1000), "ab" * 32
-    pid = _claimed_in_child(table, key)
-    assert table.claim(key, 0.0, 1e12) == COMPUTING  # its owner is alive
+def test_a_claim_of_a_killed_process_is_void_at_once_even_before_it_is_reaped(tmp_path):
+    prompts, key = DiskPrompts(tmp_path / "cache", lease=600, size_limit=2**30, sync_writes=False), "ab" * 32
+    prompts.open()
+    pid = _claimed_in_child(prompts, key)
+    assert prompts.claim(key) == COMPUTING  # its owner is alive
     os.kill(pid, signal.SIGKILL)
     stat = Path(f"/proc/{pid}/stat")
     wait_until(lambda: stat.read_text().rpartition(")")[2].split()[0] == "Z")  # a zombie now: killed, not reaped
-    assert table.claim(key, 0.0, 1e12) == NEW
+    assert prompts.claim(key) == NEW
     os.waitpid(pid, 0)
-    table.settle(key, 1e12)
-    assert table.claim(key, 0.0, 1e12) == ANSWERED
-    table.close()
+    prompts.settle(key, "", 600)
+    assert prompts.claim(key) == ANSWERED
+    prompts.close()
+
+
+def test_a_claim_lapses_with_its_lease_whoever_holds_it(tmp_path):
+    prompts, key = DiskPrompts(tmp_path / "cache", lease=0.2, size_limit=2**30, sync_writes=False), "cd" * 32
+    prompts.open()
+    pid = _claimed_in_child(prompts, key)
+    try:
+        assert prompts.claim(key) == COMPUTING
+        wait_until(lambda: prompts.claim(key) == NEW)  # alive, but its lease is over
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        prompts.close()
 
 
 def test_reuse_waiting_for_a_killed_owner_answers_itself(tmp_path):
-    store = LocalStore(1000, str(tmp_path / "cache"), 2**30, False)
+    store = DiskPrompts(tmp_path / "cache", lease=600, size_limit=2**30, sync_writes=False)
+    store.open()
     cache = PromptCache(60, "reuse", "global", "test", store)
-    cache.open()
     key = cache.key("Prompting", {"messages": ["x"]}, None)
-    pid = _claimed_in_child(store.table, key)
+    pid = _claimed_in_child(store, key)
 
     async def answer() -> str:
         return "answered here"
 
-    async def waiting() -> str:
-        await cache.start()
-        try:
-            return await asyncio.wait_for(cache.run(key, answer), timeout=10)
-        finally:
-            await cache.stop()
-
     threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()  # while the waiter polls the claim
-    assert asyncio.run(waiting()) == "answered here"
+    assert asyncio.run(asyncio.wait_for(cache.run(key, answer), timeout=10)) == "answered here"
     os.waitpid(pid, 0)
-    cache.close()
-    cache.release_memory()
+    store.close()
 
 
-def test_a_full_table_makes_room_from_the_entries_closest_to_expiry():
-    table = ClaimTable(8)  # one bucket
-    keys = [f"{i:02x}" * 32 for i in range(9)]
-    for i, key in enumerate(keys[:8]):
-        assert table.claim(key, 0.0, 100.0 + i) == NEW
-        table.settle(key, 100.0 + i)
-    assert table.claim(keys[8], 0.0, 200.0) == NEW
-    assert table.evicted == 1
-    assert table.claim(keys[0], 0.0, 200.0) == NEW  # the one closest to expiry went
-    assert table.claim(keys[7], 0.0, 200.0) == ANSWERED
-    table.close()
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_a_live_claim_is_never_evicted_however_many_answers_come(tmp_path, store):
+    prompts = MemoryPrompts(max_entries=10) if store == "memory" else \
+        DiskPrompts(tmp_path / "cache", lease=600, size_limit=100_000, sync_writes=False)
+    prompts.open()
+    assert prompts.claim("live") == NEW
+    for i in range(200):  # far more answers than the store keeps (10 entries; 100 kB)
+        assert prompts.claim(f"answer {i}") == NEW
+        prompts.settle(f"answer {i}", "x" * 2000, 600)
+    if store == "disk":
+        prompts._answers.cull()
+    assert prompts.claim("live") == COMPUTING
+    assert prompts.read("answer 0") is None  # the oldest answers made room
+    prompts.close()
 
 
-def test_a_full_table_takes_an_expired_entry_before_evicting_a_fresh_one():
-    table = ClaimTable(8)  # one bucket
-    keys = [f"{i:02x}" * 32 for i in range(10)]
-    for i, key in enumerate(keys[:8]):
-        assert table.claim(key, 0.0, 100.0 if i == 5 else 300.0) == NEW
-        table.settle(key, 100.0 if i == 5 else 300.0)
-    assert table.claim(keys[8], 150.0, 400.0) == NEW  # in the place of keys[5], expired at 150
-    assert table.evicted == 0
-    assert [table.claim(key, 150.0, 400.0) for key in keys[:5] + keys[6:8]] == [ANSWERED] * 7
-    table.release(keys[8])
-    assert table.claim(keys[9], 150.0, 400.0) == NEW and table.evicted == 0  # in the slot released
-    table.close()
+def test_a_streamed_duplicate_under_reuse_follows_the_answer_being_produced():
+    """One answer, produced once: a duplicate arriving mid-stream gets the chunks so far, then each as
+    it comes; a plain duplicate gets the whole."""
+    async def run() -> tuple[list, list, str]:
+        cache = PromptCache(60, "reuse", "global", "test", MemoryPrompts(10))
+        key, produced, go_on = cache.key("StreamPrompting", {"messages": ["x"]}, None), [], asyncio.Event()
+
+        async def produce():
+            for chunk in ("one ", "two ", "three"):
+                produced.append(chunk)
+                yield chunk
+                if chunk == "one ":
+                    await go_on.wait()
+
+        first, second = [], []
+
+        async def owner():
+            async for chunk in cache.stream(key, produce):
+                first.append(chunk)
+
+        async def duplicate():
+            async for chunk in cache.stream(key, produce):
+                second.append(chunk)
+
+        owning = asyncio.create_task(owner())
+        while not first:
+            await asyncio.sleep(0)
+        following = asyncio.create_task(duplicate())
+        plain = asyncio.create_task(cache.run(key, lambda: None))
+        await asyncio.sleep(0.01)
+        go_on.set()
+        await asyncio.gather(owning, following)
+        return produced, second, await plain
+
+    produced, second, plain = asyncio.run(run())
+    assert produced == ["one ", "two ", "three"]  # produced once
+    assert second == ["one ", "two ", "three"] and plain == "one two three"
 
 
 @pytest.fixture
@@ -222,71 +256,22 @@ def test_a_killed_workers_claims_are_void(two_workers, hotkeys, tmp_path, on_hit
     retry.close()
 
 
-def _metric(port: int, name: str) -> float:
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
-
-
-def test_after_kill_9_a_restart_keeps_every_saved_answer(two_workers, hotkeys):
+def test_after_kill_9_a_restart_keeps_every_answer(two_workers, hotkeys):
+    """Each answer is in SQLite once its request is answered: a crash of the whole miner loses none."""
     miner, port = two_workers()
-    clients = [MinerClient(hotkeys["dev-validator"], port=port) for _ in range(4)]
-    try:
-        _asked_again_after_kill_9(two_workers, hotkeys, miner, port, clients)
-    finally:
-        for client in clients:
-            client.close()
-
-
-def _asked_again_after_kill_9(two_workers, hotkeys, miner, port, clients) -> None:
+    client = MinerClient(hotkeys["dev-validator"], port=port)
     asked = [f"kept across kill -9: {i}" for i in range(20)]
-    assert [clients[i % 4].prompt([words]).status for i, words in enumerate(asked)] == [200] * 20
-    # each worker reports its own queue: both must say 0, so ask until both pids have
-    clean = set()
-    wait_until(lambda: (h := httpx.get(f"http://127.0.0.1:{port}/health", headers={"connection": "close"}).json())
-               and _metric(port, "miner_cache_unsaved") == 0 and not clean.add(h["pid"]) and len(clean) >= 2)
-    miner.proc.kill()  # the supervisor: SIGKILL, no clean stop
+    assert [client.prompt([words]).status for words in asked] == [200] * 20
+    client.close()
+    workers = [int(child) for task in Path(f"/proc/{miner.proc.pid}/task").iterdir()
+               for child in (task / "children").read_text().split()]
+    miner.proc.kill()  # the supervisor and its workers: SIGKILL, no clean stop, as a crash of the machine
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
     miner.proc.wait()
-    for pid in clean:
-        try:
-            os.kill(pid, signal.SIGKILL)  # its workers die with it, as after a crash of the machine
-        except ProcessLookupError:
-            pass
     again, port = two_workers()
     client = MinerClient(hotkeys["dev-validator"], port=port)
-    clients.append(client)
-
-    def past_the_crash_fence() -> bool:
-        # The whole miner crashed, replay store included: requests signed within a few seconds of the
-        # crash are refused (server/replay.py), and a validator asks again.
-        reply = client.prompt([asked[0]])
-        assert reply.status != 401 or "restarted after a crash" in reply.reason, reply.reason
-        return reply.status != 401
-
-    wait_until(past_the_crash_fence)
-    assert {client.prompt([words]).status for words in asked} == {409}
-    assert "Restored 20 prompts" in "".join(again.seen)
-
-
-def test_a_restart_reads_the_batches_alone_never_every_completion(tmp_path, monkeypatch):
-    """diskcache's key iteration slows with the square of the entries (over 10^6 completions it had
-    not finished in 17 minutes), so a restart must not walk the completions to find what was answered."""
-    directory = str(tmp_path / "cache")
-    saved = SavedPrompts(directory, 2**30, False)
-    saved.start()
-    keys = [f"{i:064x}" for i in range(50)]
-    for i, key in enumerate(keys):
-        saved.save(key, f"completion {i}", time.time() + 600)
-    saved.close()
-    walked, iterkeys = [], diskcache.Cache.iterkeys
-
-    def recorded(cache: diskcache.Cache, *args):
-        walked.append(cache.directory)
-        return iterkeys(cache, *args)
-    monkeypatch.setattr(diskcache.Cache, "iterkeys", recorded)
-    again = SavedPrompts(directory, 2**30, False)
-    assert sorted(key for key, _ in again.entries()) == [key[:32] for key in keys]
-    assert again.read(keys[7]) == "completion 7"
-    again.close()
-    assert directory not in walked, walked  # only the batches' own cache
+    try:
+        assert {client.prompt([words]).status for words in asked} == {409}
+    finally:
+        client.close()

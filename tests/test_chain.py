@@ -29,7 +29,7 @@ def live_miner(home, chain, wallets_dir):
 
     def make(*overrides: str) -> Miner:
         cfg = compose([f"home={home}", "network=local", "network.netuid=3", f"wallet.path={wallets_dir}",
-                       "wallet.name=dev-miner", "axon.port=0", "axon.external_ip=203.0.113.7", *overrides])
+                       "wallet.name=dev-miner", "axon.port=0", "metrics.port=0", "axon.external_ip=203.0.113.7", *overrides])
         subtensors.append(bt.Subtensor("local", substrate=chain))
         built.append(Miner(cfg, subtensor=subtensors[-1]))
         return built[-1]

@@ -159,8 +159,10 @@ def test_a_component_missing_its_extra_names_the_install_command(home, tmp_path,
 @pytest.mark.parametrize("override, message", [
     ("axon.ip=999.1.1.1", "axon.ip: not an address (got 999.1.1.1; expected an IPv4 or IPv6 address, or localhost)"),
     ("axon.external_ip=miner.example", "axon.external_ip: not an address (got miner.example;"),
-    ("axon.replay_store=redis://127.0.0.1:1/0", "axon.replay_store: unreachable (got redis://127.0.0.1:1/0; "
-                                                "expected a running Redis: Redis is unreachable (ConnectionError)"),
+    ("axon.replay_store=redis://127.0.0.1:1/0", "axon.replay_store: cannot open it (got redis://127.0.0.1:1/0: "
+                                                "the replay store is unreachable (ConnectionError)"),
+    ("state.store=redis://127.0.0.1:1/0", "state.store: cannot open it (got redis://127.0.0.1:1/0: "
+                                          "the replay store is unreachable (ConnectionError)"),
     ("axon.wire_formats=[btauth,smoke]", "axon.wire_formats: out of range (got ['btauth', 'smoke']; expected a "
                                          "non-empty list of v10, epistula, btauth)"),
     ("axon.wire_formats=[]", "axon.wire_formats: out of range (got []; expected a non-empty list"),

@@ -2,8 +2,8 @@
 
 The Epistula client below is written from the spec (protocols.md §6: headers, the signed message
 `{sha256(body)}.{uuid}.{timestamp_ms}.{signed_for}`, the secret signatures some stacks add), with
-a bittensor Keypair to sign: none of the project's code. Signed replies are checked with
-bittensor 11's `http_auth.verify` alone.
+a bittensor Keypair to sign: none of the project's code. Signed replies are checked as README
+specifies btreply/1, with bittensor's sr25519 verification alone.
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ def test_epistula_replays_stale_stamps_wrong_receivers_and_tampered_bodies_get_4
         "version 1": (401, "Epistula-Version must be 2 (got '1')"),
     }
     assert reasons["stale"][1].startswith("stale request: signed 20.")
-    assert reasons["future"][1].startswith("the nonce is 60.") or reasons["future"][1].startswith("the nonce is 59.")
+    # Epistula signs a timestamp, not a nonce, and the refusal says which clock to look at
+    assert reasons["future"][1].startswith(("the Epistula-Timestamp is 60.", "the Epistula-Timestamp is 59."))
+    assert "axon.allowed_skew" in reasons["future"][1]
     assert "axon.require_receiver=false" in reasons["unbound"][1]
 
 
@@ -131,33 +133,66 @@ def _signed_btauth(miner, hotkey, route: str, body: bytes) -> httpx.Response:
     return post(miner, route, body, {**headers, "content-type": "application/json"})
 
 
-def test_signed_replies_verify_with_bittensor_11_alone(make_miner, hotkeys):
+def reply_verifies(reply: httpx.Response, *, method: str, target: str, miner: str, caller: str,
+                   request_signature: str) -> bool:
+    """btreply/1 checked as README specifies it, with bittensor's sr25519 alone (not the project's code)."""
+    from bittensor.sp_core import CRYPTO_SR25519
+    from bittensor.sp_core import verify
+
+    h = reply.headers
+    if h.get("x-bittensor-reply-version") != "btreply/1":
+        return False
+    payload = "\n".join(["btreply/1", method, target, hashlib.sha256(reply.content).hexdigest(),
+                         h["x-bittensor-reply-nonce"], miner, caller, request_signature.lower().removeprefix("0x")])
+    return verify(payload.encode(), bytes.fromhex(h["x-bittensor-reply-signature"][2:]), miner, CRYPTO_SR25519)
+
+
+def test_a_signed_reply_names_its_request_and_is_never_a_request(make_miner, hotkeys):
+    """Signed replies are a scheme of their own (#signing oracle): no btauth/1 verifier accepts one as
+    a request, a reply to one request does not pass as the reply to another, and nobody unverified
+    gets the miner's signature on anything."""
+    from .test_open_internet import read_response, request_bytes
+
     validator, body = hotkeys["dev-validator"], json.dumps(MESSAGES).encode()
-    with make_miner("axon.sign_responses=true") as miner:
-        served = _signed_btauth(miner, validator, "/Prompting", body)
-        refused = _signed_btauth(miner, hotkeys["stranger"], "/Prompting", body)
-        epistula_reply = post(miner, "/Prompting", b'{"roles": ["user"], "messages": ["e"]}',
-                              epistula(validator, b'{"roles": ["user"], "messages": ["e"]}', miner.hotkey))
-    store = http_auth.InMemoryNonceStore()
-    signer = http_auth.verify(served.headers, served.content, method="POST", path="/Prompting",
-                              self_hotkey_ss58=validator.ss58_address, nonce_store=store)
-    assert (served.status_code, signer.hotkey_ss58) == (200, miner.hotkey)
-    with pytest.raises(http_auth.BadSignature):  # the body is what was signed
-        http_auth.verify(served.headers, served.content.replace(b"hello", b"jello"), method="POST",
-                         path="/Prompting", self_hotkey_ss58=validator.ss58_address, nonce_store=store)
-    # A refusal before verification is signed too, bound to nobody: the caller was never proven.
-    refusal = http_auth.verify(refused.headers, refused.content, method="POST", path="/Prompting",
-                               self_hotkey_ss58=hotkeys["stranger"].ss58_address, require_receiver=False,
-                               nonce_store=store)
-    assert (refused.status_code, refusal.hotkey_ss58) == (403, miner.hotkey)
-    signed_for_epistula = http_auth.verify(epistula_reply.headers, epistula_reply.content, method="POST",
-                                           path="/Prompting", self_hotkey_ss58=validator.ss58_address,
-                                           nonce_store=store)
-    assert signed_for_epistula.hotkey_ss58 == miner.hotkey
+    with make_miner("axon.sign_responses=true", "cache.ttl=0") as miner:
+        first_headers = http_auth.sign(validator, method="POST", path="/Prompting", body=body,
+                                       receiver_ss58=miner.hotkey)
+        served = post(miner, "/Prompting", body, first_headers)
+        second_headers = http_auth.sign(validator, method="POST", path="/Prompting", body=body,
+                                        receiver_ss58=miner.hotkey)
+        second = post(miner, "/Prompting", body, second_headers)
+        epistula_headers = epistula(validator, b'{"roles": ["user"], "messages": ["e"]}', miner.hotkey)
+        epistula_reply = post(miner, "/Prompting", b'{"roles": ["user"], "messages": ["e"]}', epistula_headers)
+        refused = _signed_btauth(miner, hotkeys["stranger"], "/Prompting", body)  # 403: never verified
+        with connect(miner.port) as sock:  # an anonymous attacker asking for a signed "transfer"
+            sock.sendall(request_bytes("DELETE", "/admin/transfer?to=ATTACKER&amount=1000", {}))
+            oracle_status, oracle_headers, _ = read_response(sock)
+    me = validator.ss58_address
+    assert served.status_code == 200 and reply_verifies(served, method="POST", target="/Prompting", miner=miner.hotkey,
+                                                        caller=me, request_signature=first_headers["X-Bittensor-Signature"])
+    assert not reply_verifies(served, method="POST", target="/Prompting", miner=miner.hotkey, caller=me,
+                              request_signature=second_headers["X-Bittensor-Signature"])  # not request 2's reply
+    assert reply_verifies(second, method="POST", target="/Prompting", miner=miner.hotkey, caller=me,
+                          request_signature=second_headers["X-Bittensor-Signature"])
+    assert reply_verifies(epistula_reply, method="POST", target="/Prompting", miner=miner.hotkey, caller=me,
+                          request_signature=epistula_headers["Epistula-Request-Signature"])
+    # Posed as a btauth/1 request from the miner, with the reply's own signature and nonce: refused.
+    h = served.headers
+    as_request = {"X-Bittensor-Version": "1", "X-Bittensor-Hotkey": miner.hotkey,
+                  "X-Bittensor-Nonce": h["x-bittensor-reply-nonce"], "X-Bittensor-Signature": h["x-bittensor-reply-signature"]}
+    with pytest.raises(http_auth.AuthError):
+        http_auth.verify(served.headers, served.content, method="POST", path="/Prompting", self_hotkey_ss58=me,
+                         require_receiver=False)
+    with pytest.raises(http_auth.BadSignature):
+        http_auth.verify(as_request, served.content, method="POST", path="/Prompting", self_hotkey_ss58=me,
+                         require_receiver=False)
+    for unsigned in (refused.headers, oracle_headers):
+        assert not any(k.lower().startswith("x-bittensor-reply") for k in unsigned), unsigned
+    assert refused.status_code == 403 and oracle_status == 404
 
 
 def test_replies_are_unsigned_by_default(make_miner, hotkeys):
     body = json.dumps(MESSAGES).encode()
     with make_miner() as miner:
         reply = _signed_btauth(miner, hotkeys["dev-validator"], "/Prompting", body)
-    assert reply.status_code == 200 and http_auth.HEADER_SIGNATURE.lower() not in reply.headers
+    assert reply.status_code == 200 and "x-bittensor-reply-signature" not in reply.headers

@@ -1,5 +1,5 @@
-"""Faults around the miner: a full disk under the prompt cache costs its disk copy, never the service
-or the duplicate check (which lives in memory)."""
+"""Faults around the miner: a full or read-only disk under the prompt cache costs its disk copy, never
+the service or the duplicate check (which falls back to the process's memory)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 
-from .conftest import wait_until
 
 
 @pytest.fixture
@@ -36,18 +35,15 @@ def _fill(directory) -> None:
 def test_a_full_disk_degrades_the_cache_and_every_request_is_still_served(make_miner, client_for, tiny_disk, caplog):
     with make_miner(f"cache.directory={tiny_disk}/cache") as miner:
         client = client_for(miner)
-        assert client.prompt(["before"]).status == 200
-        wait_until(lambda: miner.cache.unsaved == 0)  # on disk before the disk fills
+        assert client.prompt(["before"]).status == 200  # on disk once answered
         _fill(tiny_disk)
         with caplog.at_level(logging.WARNING):
             replies = [client.prompt([f"while full {i} " + "x" * 2000]) for i in range(20)]
             assert [r.status for r in replies] == [200] * 20
             assert client.prompt(["while full 0 " + "x" * 2000]).status == 409  # duplicates are still caught
-            wait_until(lambda: miner.cache.unsaved == 0)
         assert "prompt cache write failed, serving without it" in caplog.text
         (tiny_disk / "ballast").unlink()
         assert client.prompt(["after"]).status == 200
-        wait_until(lambda: miner.cache.unsaved == 0)
     with make_miner(f"cache.directory={tiny_disk}/cache") as miner:  # what was saved once there was room
         client = client_for(miner)
         assert client.prompt(["after"]).status == 409

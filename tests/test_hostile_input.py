@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from .asgi import Lifespan
 from .fuzzing import cases, raw_requests, send_case, send_raw, signed, signed_cases, statuses_of
 
 
@@ -18,13 +19,15 @@ def app_loop(tmp_path_factory, wallets_dir, hotkeys):
     home = tmp_path_factory.mktemp("fuzz-home")
     (home / "dev").mkdir()
     (home / "dev" / "wallets").symlink_to(wallets_dir)
-    # No lifespan runs in process, so no metagraph refresh: let the snapshot never count as stale.
     # Every case comes from one address, hundreds of refusals a second: shedding it (429, tests/test_shedding.py)
     # would hide what each body gets.
     miner = Miner(compose([f"home={home}", "blacklist=open", "axon.request_timeout=2",
-                           "network.max_snapshot_age=1e9", "axon.max_refusals_per_ip=0"]))
-    loop = asyncio.new_event_loop()
-    yield miner.asgi_app(), loop
+                           "axon.max_refusals_per_ip=0", "metrics.port=null"]))
+    app, loop = miner.asgi_app(), asyncio.new_event_loop()
+    lifespan = Lifespan(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    yield app, loop
+    loop.run_until_complete(lifespan.__aexit__())
     loop.close()
     miner.close()
 
@@ -64,7 +67,7 @@ def served(tmp_path_factory, wallets_dir):
     home = tmp_path_factory.mktemp("raw-fuzz-home")
     (home / "dev").mkdir()
     (home / "dev" / "wallets").symlink_to(wallets_dir)
-    miner = Miner(compose([f"home={home}", "axon.port=0", "blacklist=open", "axon.request_timeout=1",
+    miner = Miner(compose([f"home={home}", "axon.port=0", "metrics.port=0", "blacklist=open", "axon.request_timeout=1",
                            "axon.max_body_bytes=300000"]))
     with miner:
         yield miner

@@ -8,7 +8,6 @@ import os
 import threading
 import time
 
-import httpx
 import pytest
 
 from declarative_miner.chain.metagraph import Metagraph, Neuron
@@ -30,7 +29,7 @@ from declarative_miner.policies.rate_limit import RateLimit
 from declarative_miner.prompting import Prompting, TerminalInfo
 
 from . import prompts
-from .conftest import wait_until
+from .conftest import gauge, wait_until
 from .test_first_run import Running
 
 A, B, C = ("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
@@ -186,10 +185,6 @@ def test_time_stake_ranks_a_quiet_caller_above_an_equal_one_in_a_burst():
     assert busy < by_stake(caller(A), GRAPH) + 1 and quiet == by_stake(caller(B), GRAPH) + 60
 
 
-def _health(miner) -> dict:
-    return httpx.get(f"http://127.0.0.1:{miner.port}/health").json()
-
-
 
 def test_a_high_stake_request_queued_last_runs_before_low_stake_ones(make_miner, client_for, hotkeys):
     prompts.served.clear()
@@ -206,9 +201,9 @@ def test_a_high_stake_request_queued_last_runs_before_low_stake_ones(make_miner,
         wait_until(lambda: prompts.served == ["gate"])
         for i in range(3):
             send("stranger", f"low{i}")
-            wait_until(lambda: _health(miner)["queued"] == i + 1)
+            wait_until(lambda: gauge(miner, "miner_queue_depth") == i + 1)
         send("dev-validator", "high")
-        wait_until(lambda: _health(miner)["queued"] == 4)
+        wait_until(lambda: gauge(miner, "miner_queue_depth") == 4)
         prompts.gate.set()
         for thread in threads:
             thread.join(30)
@@ -226,7 +221,7 @@ def test_a_full_queue_is_503_and_a_deadline_passed_in_the_queue_is_504_without_r
         queued = []
         waiter = threading.Thread(target=lambda: queued.append(client_for(miner).prompt(["waits"])))
         waiter.start()
-        wait_until(lambda: _health(miner)["queued"] == 1)
+        wait_until(lambda: gauge(miner, "miner_queue_depth") == 1)
         full = client_for(miner).prompt(["no room"])
         waiter.join(30)
         prompts.gate.set()
@@ -245,7 +240,7 @@ def test_reuse_computes_concurrent_identical_prompts_once(make_miner, client_for
                    for _ in range(5)]
         for thread in threads:
             thread.start()
-        wait_until(lambda: _health(miner)["inflight"] == 5)
+        wait_until(lambda: gauge(miner, "miner_inflight") == 5)
         prompts.gate.set()
         for thread in threads:
             thread.join(30)
@@ -253,9 +248,19 @@ def test_reuse_computes_concurrent_identical_prompts_once(make_miner, client_for
     assert [r.completion for r in replies] == ["gate after 1 calls"] * 5
 
 
+def _answered_by(hotkeys, port: int, words: str) -> str:
+    """The pid of the worker that answers `words` on a new connection (tests.prompts.process_id)."""
+    client = MinerClient(hotkeys["dev-validator"], port=port)
+    try:
+        return client.prompt([words]).completion.split()[0]
+    finally:
+        client.close()
+
+
 def test_reject_serves_exactly_one_of_identical_prompts_across_two_workers(home, tmp_path, hotkeys):
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
-    server = Running("axon.port=0", "axon.workers=2", env=env, cwd=tmp_path)
+    server = Running("axon.port=0", "axon.workers=2", "prompt._target_=tests.prompts.process_id", env=env,
+                     cwd=tmp_path)
     try:
         port = int(server.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
         server.wait_for(r"on http://127\.0\.0\.1:(\d+)")  # the second worker is up too
@@ -272,8 +277,7 @@ def test_reject_serves_exactly_one_of_identical_prompts_across_two_workers(home,
             thread.start()
         for thread in threads:
             thread.join(60)
-        served_by = {httpx.get(f"http://127.0.0.1:{port}/health", headers={"connection": "close"}).json()["pid"]
-                     for _ in range(20)}
+        served_by = {_answered_by(hotkeys, port, f"who {i}") for i in range(20)}
         for client in clients:
             client.close()
     finally:
@@ -282,17 +286,17 @@ def test_reject_serves_exactly_one_of_identical_prompts_across_two_workers(home,
     assert len(served_by) == 2  # both workers take connections
 
 
-def test_a_second_miner_on_the_same_cache_is_named_in_the_log(home, tmp_path):
-    """Separately started miners do not share the in-memory duplicate check: the second one says so."""
+def test_two_miners_started_apart_on_one_home_share_the_duplicate_check(home, tmp_path, hotkeys):
+    """The cache is SQLite on disk: processes that share it need no common parent."""
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
     first = Running("axon.port=0", env=env, cwd=tmp_path)
+    second = Running("axon.port=0", env=env, cwd=tmp_path)
     try:
-        first.wait_for(r"on http://127\.0\.0\.1:(\d+)")
-        second = Running("axon.port=0", env=env, cwd=tmp_path)
-        try:
-            second.wait_for(rf"another miner \(pid {first.proc.pid}\) uses the prompt cache in .*axon.workers")
-            second.wait_for(r"on http://127\.0\.0\.1:(\d+)")  # and serves all the same
-        finally:
-            assert second.stop() == 0
+        ports = [int(m.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1)) for m in (first, second)]
+        clients = [MinerClient(hotkeys["dev-validator"], port=port) for port in ports]
+        asked = [client.prompt(["asked of both"]).status for client in clients]
+        for client in clients:
+            client.close()
     finally:
-        assert first.stop() == 0
+        assert second.stop() == 0 and first.stop() == 0
+    assert asked == [200, 409]

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from declarative_miner.server import v10
+from declarative_miner.auth import v10
 
 from .conftest import require, wait_until
 

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 import socket
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import uvloop
 from bittensor import http_auth
 
 from declarative_miner.chain import dev
 from declarative_miner.miner import Miner
 from declarative_miner.prompting import Prompting
-from declarative_miner.server.http import _HeadWithBody
 
 from . import prompts
-from .test_open_internet import read_response, request_bytes
+from .conftest import gauge
 
 
 def _raw_request(port: int, head: str, timeout: float = 5.0) -> str:
@@ -180,61 +174,6 @@ def test_a_completion_holding_a_lone_surrogate_is_still_answered_in_json(make_mi
     assert json.loads(reply.content)["completion"] == "caf\ud800"
 
 
-def test_a_response_leaves_the_miner_in_one_write(make_miner, hotkeys):
-    """uvicorn writes a response's head and its body apart: two system calls, two wake-ups of the
-    client. The miner joins them; the kernel counts the serving thread's writes."""
-    def writes() -> int:
-        io = Path(f"/proc/self/task/{server.native_id}/io").read_text()
-        return int(re.search(r"^syscw: (\d+)$", io, re.MULTILINE).group(1))
-
-    with make_miner("cache.ttl=0") as miner, socket.create_connection(("127.0.0.1", miner.port)) as sock:
-        server = next(thread for thread in threading.enumerate() if thread.name == "miner")
-        signer = hotkeys[dev.DEV_VALIDATOR]
-
-        def ask(i: int) -> int:
-            body = json.dumps({"roles": ["user"], "messages": [f"one write {i}"]}).encode()
-            headers = http_auth.sign(signer, method="POST", path="/Prompting", body=body, receiver_ss58=miner.hotkey)
-            sock.sendall(request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body)}, body))
-            return read_response(sock)[0]
-
-        assert ask(-1) == 200
-        before = writes()
-        assert [ask(i) for i in range(20)] == [200] * 20
-        written = writes() - before
-    assert written <= 22, f"{written} writes for 20 responses"
-
-
-def test_a_held_head_leaves_by_the_loops_next_turn_and_100_continue_at_once():
-    """What holds a response's head back never keeps it: without a body it leaves on the loop's next
-    turn, and an interim `100 Continue` (the client waits for it to send its body) is not held."""
-    async def check() -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        theirs.setblocking(False)
-        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
-        try:
-            responses = _HeadWithBody(transport, loop, body_pending=lambda: False)
-            responses.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            assert theirs.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
-            responses.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            with pytest.raises(BlockingIOError):
-                theirs.recv(100)  # held for its body
-            await asyncio.sleep(0)  # one turn of the loop, no time
-            assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-            responses.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-            responses.write(b"hi")
-            assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"
-            responses.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
-            responses.close()  # what was held goes first
-            theirs.settimeout(10)
-            assert theirs.recv(100) == b"HTTP/1.1 500 Internal Server Error\r\n\r\n"
-        finally:
-            transport.abort()
-            theirs.close()
-
-    uvloop.run(check())
-
-
 def test_a_body_over_the_limit_is_a_413(make_miner, client_for):
     with make_miner("axon.max_body_bytes=100") as miner:
         client = client_for(miner)
@@ -283,7 +222,7 @@ def test_over_capacity_is_a_503(make_miner, client_for):
 
 
 def _busy(miner: Miner) -> bool:
-    return httpx.get(f"http://127.0.0.1:{miner.port}/health").json().get("inflight", 0) >= 1
+    return gauge(miner, "miner_inflight") >= 1
 
 
 def test_an_async_prompt_is_awaited(make_miner, client_for):
@@ -376,13 +315,16 @@ def test_metrics_count_requests_by_protocol_and_outcome_and_report_the_state(mak
         client.prompt(["counted"])
         client.prompt(["v10 counted"], wire_format="v10")
         client_for(miner, "stranger").prompt(["no"])
-        response = httpx.get(f"http://127.0.0.1:{miner.port}/metrics")
+        response = httpx.get(f"http://127.0.0.1:{miner.metrics_port}/metrics")
+        on_the_public_port = httpx.get(f"http://127.0.0.1:{miner.port}/metrics").status_code
     text = response.text
+    assert on_the_public_port == 404
     assert response.headers["content-type"].startswith("text/plain")
     assert 'miner_requests_total{route="/Prompting",status="200",wire_format="btauth"} 1.0' in text
     assert 'miner_requests_total{route="/Prompting",status="409",wire_format="btauth"} 1.0' in text
     assert 'miner_requests_total{route="/Prompting",status="403",wire_format="btauth"} 1.0' in text
     assert 'miner_requests_total{route="/Prompting",status="200",wire_format="v10"} 1.0' in text
     assert 'miner_request_seconds_bucket{le="0.5",route="/Prompting",wire_format="btauth"}' in text
-    for gauge in ("miner_queue_depth 0.0", "miner_inflight 0.0", "miner_cache_hits 0.0", "miner_metagraph_age_seconds"):
-        assert gauge in text
+    for metric in ("miner_queue_depth 0.0", "miner_inflight 0.0", "miner_cache_hits_total 0.0",
+                  "miner_metagraph_timestamp_seconds", "miner_metagraph_block"):
+        assert metric in text

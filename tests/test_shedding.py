@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from declarative_miner.server.shedding import MAX_COOLDOWN, Shedding
+from declarative_miner.schema import MAX_SHED_FOR
+from declarative_miner.server.shedding import Shedding
+from declarative_miner.state.memory import MemoryCells
 
 from .test_open_internet import connect, read_response, request_bytes
 
@@ -88,7 +90,7 @@ def test_a_validators_malformed_signed_bodies_never_shed_its_address(make_miner,
 
 def test_the_cool_down_doubles_for_a_repeat_offender_and_memory_stays_bounded():
     now = [0.0]
-    shedding = Shedding(2, first=1.0, clock=lambda: now[0])
+    shedding = Shedding(2, first=1.0, cells=MemoryCells(100_000, clock=lambda: now[0]), clock=lambda: now[0])
     for _ in range(3):
         shedding.refused("10.0.0.1")
     assert shedding.shed_for("10.0.0.1") == 1.0
@@ -97,15 +99,15 @@ def test_the_cool_down_doubles_for_a_repeat_offender_and_memory_stays_bounded():
         shedding.refused("10.0.0.1")
     assert shedding.shed_for("10.0.0.1") == 2.0
     for step in range(12):  # and again, and again: never longer than the maximum
-        now[0] += MAX_COOLDOWN + 1
+        now[0] += MAX_SHED_FOR + 1
         for _ in range(3):
             shedding.refused("10.0.0.1")
-    assert shedding.shed_for("10.0.0.1") == MAX_COOLDOWN
+    assert shedding.shed_for("10.0.0.1") == MAX_SHED_FOR
     for i in range(1000):  # many addresses shed once, long ago, are forgotten
         for _ in range(3):
             shedding.refused(f"10.1.{i // 256}.{i % 256}")
-    now[0] += 10 * MAX_COOLDOWN
+    now[0] += 10 * MAX_SHED_FOR
     shedding.refused("10.0.0.2")
-    assert shedding.tracked == 1  # only the address refused this second
+    assert shedding.tracked == 0  # the cool-downs of long ago are forgotten
     assert Shedding(0).shed_for("10.0.0.1") == 0.0
 

@@ -1,91 +1,44 @@
-"""Several server processes on one port share the prompt cache and the replay store."""
+"""Several worker processes on one port (gunicorn supervises them): they share the state store, a
+worker killed at any moment is replaced and the miner goes on serving, a worker that cannot start
+stops the miner with its reason, and the workers end with their supervisor."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import threading
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
+from bittensor import http_auth
+from bittensor.sp_core import Keypair
 
+from declarative_miner.auth import v10
 from declarative_miner.client import MinerClient
-from declarative_miner.server import v10
+from declarative_miner.processes import alive
 
 from .conftest import wait_until
 from .test_first_run import Running
+from .test_open_internet import ATTACKER, connect, read_response, request_bytes, send
+from .test_shedding import UNSIGNED
+
+pytestmark = pytest.mark.slow
+SERVING = r"on http://127\.0\.0\.1:(\d+) .*process (\d+)"
 
 
-def test_two_workers_share_the_port_the_cache_and_the_replay_store(tmp_path, hotkeys, wallets_dir):
+def _start(tmp_path, hotkeys, wallets_dir, *overrides: str) -> tuple[Running, int]:
     (tmp_path / "mg.yaml").write_text(yaml.safe_dump({"neurons": [
         {"hotkey": hotkeys["dev-validator"].ss58_address, "stake": 10000, "validator_permit": True}]}))
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
     miner = Running("axon.port=0", "axon.workers=2", f"wallet.path={wallets_dir}",
-                    f"network.metagraph_file={tmp_path}/mg.yaml", env=env, cwd=tmp_path)
-    try:
-        port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
-        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")  # the second worker is up too
-        pids = set()
-        wait_until(lambda: pids.add(httpx.get(f"http://127.0.0.1:{port}/health").json()["pid"]) or len(pids) == 2)
-
-        client = MinerClient(hotkeys["dev-validator"], port=port)
-        body = json.dumps({"roles": ["user"], "messages": ["once"]}).encode()
-        headers = {**client.signed_headers(body), "connection": "close"}  # a new connection each time
-        assert client.send(body, headers).status == 200
-        replays = [client.send(body, headers) for _ in range(12)]
-        assert {(r.status, r.reason.split(":")[0]) for r in replays} == {(401, "ReplayedRequest")}
-
-        v10_client = MinerClient(hotkeys["dev-validator"], port=port)
-        v10_headers, v10_body = v10.sign(hotkeys["dev-validator"], receiver=client.miner_hotkey(), roles=["user"],
-                                         messages=["v10 once"], uuid=v10_client.uuid)
-        v10_headers["connection"] = "close"
-        assert v10_client.send(v10_body, v10_headers).status == 200
-        assert {v10_client.send(v10_body, v10_headers).status for _ in range(12)} == {401}
-
-        fresh = [MinerClient(hotkeys["dev-validator"], port=port) for _ in range(6)]  # separate connections
-        duplicates = [c.prompt(["shared cache"]) for c in fresh]
-        for c in fresh:
-            c.close()
-        assert sorted(r.status for r in duplicates) == [200] + [409] * 5
-        client.close()
-        v10_client.close()
-    finally:
-        code = miner.stop(signal.SIGTERM)
-    assert code == 0
-    assert "Supervising 2 workers" in "".join(miner.seen)
-
-
-def test_a_rate_limit_is_one_budget_across_workers(tmp_path, hotkeys, wallets_dir):
-    """Each request on a new connection, reaching both workers: still only `requests` are served."""
-    from bittensor import http_auth
-
-    from .test_open_internet import send
-
-    (tmp_path / "mg.yaml").write_text(yaml.safe_dump({"neurons": [
-        {"hotkey": hotkeys["dev-validator"].ss58_address, "stake": 10000, "validator_permit": True}]}))
-    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
-    miner = Running("axon.port=0", "axon.workers=2", "cache.ttl=0", "+blacklist.rules.rate_limit={requests: 3}",
-                    f"wallet.path={wallets_dir}", f"network.metagraph_file={tmp_path}/mg.yaml", env=env, cwd=tmp_path)
-    try:
-        port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
-        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
-        served_by, statuses = set(), []
-        receiver = hotkeys["dev-miner"].ss58_address
-        # Which worker accepts a connection is the kernel's choice, often the same one many times
-        # over: go on until both have answered (at least 12 requests, at most 300).
-        for i in range(300):
-            body = json.dumps({"roles": ["user"], "messages": [f"budget {i}"]}).encode()
-            status, _, _ = send(port, http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting",
-                                                     body=body, receiver_ss58=receiver), body)
-            statuses.append(status)
-            served_by.add(httpx.get(f"http://127.0.0.1:{port}/health").json()["pid"])
-            if len(served_by) == 2 and i >= 11:
-                break
-    finally:
-        assert miner.stop(signal.SIGTERM) == 0
-    assert len(served_by) == 2  # both workers answered on fresh connections
-    assert sorted(statuses) == [200] * 3 + [429] * (len(statuses) - 3), statuses
+                    f"network.metagraph_file={tmp_path}/mg.yaml", *overrides, env=env, cwd=tmp_path)
+    port = int(miner.wait_for(SERVING).group(1))
+    miner.wait_for(SERVING)  # the second worker is up too
+    return miner, port
 
 
 def _workers(pid: int) -> list[int]:
@@ -93,72 +46,174 @@ def _workers(pid: int) -> list[int]:
             for child in (task / "children").read_text().split()]
 
 
-def test_the_workers_replay_store_is_in_memory_outlives_a_worker_and_holds_across_restarts(
-        tmp_path, hotkeys, wallets_dir):
-    """The workers share nonces in memory (no SQLite on the request path), so a killed worker loses
-    none; a clean stop saves them and a kill -9 of the whole miner fences what it may have lost."""
-    from bittensor import http_auth
+def _signed(keypair, receiver: str, words: str) -> bytes:
+    body = json.dumps({"roles": ["user"], "messages": [words]}).encode()
+    headers = http_auth.sign(keypair, method="POST", path="/Prompting", body=body, receiver_ss58=receiver)
+    return request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body)}, body)
 
-    from .test_open_internet import ATTACKER, send
 
-    (tmp_path / "mg.yaml").write_text(yaml.safe_dump({"neurons": [
-        {"hotkey": hotkeys["dev-validator"].ss58_address, "stake": 10000, "validator_permit": True}]}))
-    home = tmp_path / "home"
-    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
+def _one_connection_per_worker(port: int, probe, receiver: str, source: str = ATTACKER) -> list:
+    """Keep-alive connections, one held by each worker (the process_id prompt names who answers)."""
+    held: dict[str, object] = {}
+    for i in range(300):  # the kernel picks the worker: connect until both hold one
+        sock = connect(port, source)
+        sock.sendall(_signed(probe(i), receiver, f"which {i}"))
+        pid = json.loads(read_response(sock)[2])["completion"].split()[0]
+        if pid in held:
+            sock.close()
+        else:
+            held[pid] = sock
+        if len(held) == 2:
+            return list(held.values())
+    raise AssertionError("the kernel gave every connection to one worker")
 
-    def start() -> tuple[Running, int]:
-        miner = Running("axon.port=0", "axon.workers=2", "cache.ttl=0", "axon.max_age=60", f"wallet.path={wallets_dir}",
-                        f"network.metagraph_file={tmp_path}/mg.yaml", env=env, cwd=tmp_path)
-        port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
-        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
-        return miner, port
+
+def test_two_workers_share_the_port_the_cache_and_the_replay_store(tmp_path, hotkeys, wallets_dir):
+    miner, port = _start(tmp_path, hotkeys, wallets_dir)
+    try:
+        client = MinerClient(hotkeys["dev-validator"], port=port)
+        body = json.dumps({"roles": ["user"], "messages": ["once"]}).encode()
+        headers = {**client.signed_headers(body), "connection": "close"}  # a new connection each time
+        assert client.send(body, headers).status == 200
+        replays = [client.send(body, headers) for _ in range(12)]
+        assert {(r.status, r.reason.split(":")[0]) for r in replays} == {(401, "ReplayedRequest")}
+
+        v10_headers, v10_body = v10.sign(hotkeys["dev-validator"], receiver=client.miner_hotkey(), roles=["user"],
+                                         messages=["v10 once"], uuid=client.uuid)
+        v10_headers["connection"] = "close"
+        assert client.send(v10_body, v10_headers).status == 200
+        assert {client.send(v10_body, v10_headers).status for _ in range(12)} == {401}
+
+        fresh = [MinerClient(hotkeys["dev-validator"], port=port) for _ in range(6)]  # separate connections
+        duplicates = [c.prompt(["shared cache"]) for c in fresh]
+        for c in fresh + [client]:
+            c.close()
+        assert sorted(r.status for r in duplicates) == [200] + [409] * 5
+    finally:
+        code = miner.stop(signal.SIGTERM)
+    assert code == 0
+    assert "Supervising 2 workers" in "".join(miner.seen)
+
+
+def test_a_rate_limit_is_one_budget_across_workers(tmp_path, hotkeys, wallets_dir):
+    """A validator's requests alternate between a connection on each worker: 3 are served, not 6."""
+    miner, port = _start(tmp_path, hotkeys, wallets_dir, "blacklist=open", "cache.ttl=0",
+                         "+blacklist.rules.rate_limit={requests: 3}", "prompt._target_=tests.prompts.process_id")
+    receiver = hotkeys["dev-miner"].ss58_address
+    try:  # each probe signs with a key of its own: its own budget
+        socks = _one_connection_per_worker(port, lambda i: Keypair.create_from_uri(f"//probe{i}"), receiver,
+                                           source="127.0.0.1")
+        statuses = []
+        for i in range(12):
+            socks[i % 2].sendall(_signed(hotkeys["dev-validator"], receiver, f"budget {i}"))
+            statuses.append(read_response(socks[i % 2])[0])
+        for sock in socks:
+            sock.close()
+    finally:
+        assert miner.stop(signal.SIGTERM) == 0
+    assert statuses == [200] * 3 + [429] * 9, statuses
+
+
+def test_the_replay_store_outlives_a_killed_worker_and_the_whole_miner(tmp_path, hotkeys, wallets_dir):
+    body = json.dumps({"roles": ["user"], "messages": ["once, whatever happens to the workers"]}).encode()
+    signed = http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting", body=body,
+                            receiver_ss58=hotkeys["dev-miner"].ss58_address)
 
     def replays(port: int) -> set:  # each on a new connection, so both workers get some
         return {(status, b"ReplayedRequest" in answer) for status, _, answer in
                 (send(port, signed, body, source=ATTACKER) for _ in range(12))}
 
-    body = json.dumps({"roles": ["user"], "messages": ["once, whatever happens to the workers"]}).encode()
-    signed = http_auth.sign(hotkeys["dev-validator"], method="POST", path="/Prompting", body=body,
-                            receiver_ss58=hotkeys["dev-miner"].ss58_address)
-    miner, port = start()
+    miner, port = _start(tmp_path, hotkeys, wallets_dir, "cache.ttl=0", "axon.max_age=60")
     try:
         assert send(port, signed, body)[0] == 200
         killed = _workers(miner.proc.pid)[0]
         os.kill(killed, signal.SIGKILL)
-        miner.wait_for(rf"worker {killed} exited")
-        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")  # its replacement serves
+        miner.wait_for(rf"Worker \(pid:{killed}\) was sent SIGKILL")
+        miner.wait_for(SERVING)  # its replacement serves
         assert replays(port) == {(401, True)}
-        assert not (home / "replay" / "nonces").exists()  # no diskcache: the store is the shared table
-    finally:
-        assert miner.stop(signal.SIGTERM) == 0
-    assert (home / "replay" / "nonces.json").exists()  # saved by the parent once the workers were done
-
-    miner, port = start()
-    try:
-        assert replays(port) == {(401, True)}
-    finally:
         workers = _workers(miner.proc.pid)
-        miner.proc.kill()  # a crash of the whole miner: the parent and its workers, no clean stop
+        miner.proc.kill()  # a crash of the whole miner: the supervisor and its workers, no clean stop
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
+    finally:
         miner.stop()
-
-    miner, port = start()
+    miner, port = _start(tmp_path, hotkeys, wallets_dir, "cache.ttl=0", "axon.max_age=60")
     try:
-        status, _, answer = send(port, signed, body, source=ATTACKER)
+        assert replays(port) == {(401, True)}
     finally:
         assert miner.stop(signal.SIGTERM) == 0
-    assert status == 401 and b"restarted after a crash" in answer, answer
 
 
-def test_workers_end_with_their_supervisor_even_after_kill_9(tmp_path, wallets_dir):
-    """Orphaned workers would go on serving the port unsupervised, and a restart could not bind it."""
-    from declarative_miner.processes import alive
+def test_workers_killed_under_load_are_replaced_and_the_next_request_after_each_is_served(
+        tmp_path, hotkeys, wallets_dir):
+    """Keep-alive validators keep asking while a worker is SIGKILLed at a random moment, 6 times (the
+    OOM killer's way). Requests on the killed worker fail; once its replacement says it serves, every
+    client's next request is answered 200. `benchmarks/kills.py` does the same 300 times."""
+    rng = random.Random(11)
+    miner, port = _start(tmp_path, hotkeys, wallets_dir, "cache.ttl=0")
+    stop, errors, answered = threading.Event(), [], []
+    lock = threading.Lock()
 
+    def validator(n: int) -> None:
+        client = MinerClient(hotkeys["dev-validator"], port=port, timeout=30)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                reply = client.prompt([f"validator {n} asks {i}"])
+                with lock:
+                    answered.append((n, reply.status))
+            except httpx.HTTPError as exc:  # it was on the killed worker
+                with lock:
+                    errors.append(exc)
+        client.close()
+
+    threads = [threading.Thread(target=validator, args=(n,), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for kill in range(6):
+            wait_until(lambda: len(answered) >= 20 * (kill + 1))
+            threading.Event().wait(rng.uniform(0, 0.05))  # a random moment under load (not a synchronisation)
+            victim = rng.choice(_workers(miner.proc.pid))
+            os.kill(victim, signal.SIGKILL)
+            booted = int(miner.wait_for(r"Booting worker with pid: (\d+)").group(1))
+            miner.wait_for(rf"on http://127\.0\.0\.1:\d+ .*process {booted}\b")  # the replacement serves
+            with lock:
+                mark = len(answered)
+            wait_until(lambda: {n for n, _ in answered[mark:]} == {0, 1, 2, 3})
+            with lock:
+                after = answered[mark:]
+            firsts = {n: status for n, status in reversed(after)}  # each client's first answer since
+            assert set(firsts.values()) == {200}, after
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        code = miner.stop(signal.SIGTERM)
+    assert code == 0
+    assert {status for _, status in answered} == {200}
+    assert len(errors) <= 6 * 4  # at most the requests in flight on each killed worker
+
+
+def test_a_worker_that_cannot_start_stops_the_miner_with_exit_2_and_its_reason(tmp_path, hotkeys, wallets_dir):
+    (tmp_path / "mg.yaml").write_text(yaml.safe_dump({"neurons": []}))
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
-    miner = Running("axon.port=0", "axon.workers=2", f"wallet.path={wallets_dir}", env=env, cwd=tmp_path)
-    port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
-    miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
+    miner = Running("axon.port=0", "axon.workers=2", f"wallet.path={wallets_dir}",
+                    f"network.metagraph_file={tmp_path}/mg.yaml", "prompt._target_=tests.prompts.FailsToStartInWorkers",
+                    env=env, cwd=tmp_path)
+    code = miner.proc.wait(60)
+    miner.stop()
+    log = "".join(miner.seen) + "".join(iter(lambda: miner.lines.get() if not miner.lines.empty() else "", ""))
+    assert code == 2, log
+    assert "axon.workers: a worker could not start" in log
+    assert "cannot open the model server connection in this worker" in log
+    assert log.count("Booting worker") <= 2  # stopped at once, never respawned
+
+
+def test_workers_end_with_their_supervisor_even_after_kill_9(tmp_path, hotkeys, wallets_dir):
+    """Orphaned workers would go on serving the port unsupervised, and a restart could not bind it."""
+    miner, port = _start(tmp_path, hotkeys, wallets_dir)
     workers = _workers(miner.proc.pid)
     assert len(workers) == 2
     miner.proc.kill()
@@ -170,6 +225,7 @@ def test_workers_end_with_their_supervisor_even_after_kill_9(tmp_path, wallets_d
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)  # they hold the log pipe: stop() would wait for them
         miner.stop()
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
     again = Running(f"axon.port={port}", f"wallet.path={wallets_dir}", env=env, cwd=tmp_path)
     try:
         again.wait_for(rf"on http://127\.0\.0\.1:{port}")  # the port is free again
@@ -177,34 +233,17 @@ def test_workers_end_with_their_supervisor_even_after_kill_9(tmp_path, wallets_d
         assert again.stop(signal.SIGTERM) == 0
 
 
-def test_an_address_flooding_two_workers_is_shed_at_the_limit_not_twice_it(tmp_path, wallets_dir):
+def test_an_address_flooding_two_workers_is_shed_at_the_limit_not_twice_it(tmp_path, hotkeys, wallets_dir):
     """Refusals made by either worker count toward one limit: a flood alternating between a
     connection on each worker is shed after `max_refusals_per_ip` of them, where counting in each
     worker alone would answer twice as many."""
-    from .test_open_internet import connect, read_response, request_bytes
-    from .test_shedding import UNSIGNED
-
-    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(tmp_path / "home")}
-    miner = Running("axon.port=0", "axon.workers=2", "axon.max_refusals_per_ip=20", "axon.shed_for=30",
-                    f"wallet.path={wallets_dir}", env=env, cwd=tmp_path)
-    held: dict[int, object] = {}  # worker pid -> a keep-alive connection from 127.0.0.2 it accepted
-    try:
-        port = int(miner.wait_for(r"on http://127\.0\.0\.1:(\d+)").group(1))
-        miner.wait_for(r"on http://127\.0\.0\.1:(\d+)")
-        for _ in range(300):  # the kernel picks the worker: connect until both hold one
-            sock = connect(port)
-            sock.sendall(request_bytes("GET", "/health", {}))
-            pid = json.loads(read_response(sock)[2])["pid"]
-            if pid in held:
-                sock.close()
-            else:
-                held[pid] = sock
-            if len(held) == 2:
-                break
-        assert len(held) == 2, "the kernel gave every connection to one worker"
+    miner, port = _start(tmp_path, hotkeys, wallets_dir, "axon.max_refusals_per_ip=20", "axon.shed_for=30",
+                         "cache.ttl=0", "prompt._target_=tests.prompts.process_id")
+    try:  # the probes are the validator's, signed: a verified caller's requests never count
+        socks = _one_connection_per_worker(port, lambda i: hotkeys["dev-validator"], hotkeys["dev-miner"].ss58_address)
         answered = 0
         for turn in range(60):
-            sock = list(held.values())[turn % 2]
+            sock = socks[turn % 2]
             sock.sendall(UNSIGNED)
             sock.settimeout(2.0)
             try:
@@ -213,11 +252,11 @@ def test_an_address_flooding_two_workers_is_shed_at_the_limit_not_twice_it(tmp_p
                 break
             answered += 1
     finally:
-        for sock in held.values():
+        for sock in socks:
             sock.close()
         code = miner.stop(signal.SIGTERM)
     # The 21st refusal sheds the address in the worker that made it; the other worker learns it at
     # its own next refusal, which it still answers: 22, and one more for each 50 ms the flood took
-    # (the limit is a rate). Counted apart, the two workers answered 42 (checked by hand).
+    # (the limit is a rate). Counted apart, the two workers answered 42.
     assert 20 < answered < 30, answered
     assert code == 0

@@ -1,6 +1,5 @@
 """The prompt cache: what was asked recently, and (under `reuse`) what was answered."""
 
-from .prompts import CULL_INTERVAL, PromptCache, answerer
-from .stores import LocalStore, RedisStore, open_store
+from .prompts import PromptCache, answerer
 
-__all__ = ["CULL_INTERVAL", "LocalStore", "PromptCache", "RedisStore", "answerer", "open_store"]
+__all__ = ["PromptCache", "answerer"]

@@ -2,29 +2,26 @@
 
 "Identical" means the same request type with the same input fields (roles included), answered
 by the same callable with the same arguments (`namespace`), and, with `scope=caller`, asked by
-the same caller. Entries live for `ttl` seconds in a store (see stores.py) that no request
-waits on disk for.
+the same caller. Entries live for `ttl` seconds in the store `state.store` names (state/).
+
+Plain and streamed requests behave alike. Under `reuse` a duplicate of an answer being produced in
+this process follows it chunk by chunk as it is produced (a plain one gets the whole), one produced
+by another process is waited for, and one already answered is sent whole.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import hashlib
 import json
-import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
 from ..errors import DuplicatePrompt, PromptFailed
-from .stores import ANSWERED, NEW
+from ..state.prompts import ANSWERED, NEW
 
-_POLL = 0.02  # seconds between looks at a prompt another process is answering
-CULL_INTERVAL = 30.0  # seconds between sweeps of expired entries on disk
-RECENT = 4096  # completions this process keeps in memory under `reuse`
+POLL = 0.02  # seconds between looks at a prompt another process is answering
 
-
-_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode  # json.dumps' text, without its set-up each call
+_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 def answerer(prompt: Mapping[str, Any], own_prompt: Optional[str] = None) -> str:
@@ -34,27 +31,66 @@ def answerer(prompt: Mapping[str, Any], own_prompt: Optional[str] = None) -> str
     return json.dumps(named, sort_keys=True, default=str)
 
 
+class _Answering:
+    """An answer being produced in this process, which duplicates follow chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self.done = False
+        self.failed = False
+        self._changed = asyncio.Event()
+
+    def add(self, chunk: str) -> None:
+        self.chunks.append(chunk)
+        self._wake()
+
+    def finish(self, failed: bool) -> None:
+        self.done, self.failed = True, failed
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def follow(self) -> AsyncIterator[str]:
+        sent = 0
+        while True:
+            changed = self._changed
+            while sent < len(self.chunks):
+                sent += 1
+                yield self.chunks[sent - 1]
+            if self.done:
+                if self.failed:
+                    raise PromptFailed("the identical request this one followed failed or was abandoned")
+                return
+            await changed.wait()
+
+
 class PromptCache:
     """Remembers requests for `ttl` seconds (0: off).
 
     Args:
         ttl: seconds a request counts as recent.
         on_hit: `reject` refuses a recent duplicate (409); `reuse` answers it with the stored
-            completion, and identical requests that arrive together are computed once (also
-            across processes sharing the store).
+            answer, and identical requests that arrive together are answered once.
         scope: `global` (any caller's duplicate counts) or `caller` (only the same hotkey's).
         namespace: who answers (the callable and its arguments): part of every key.
-        store: a `LocalStore` or `RedisStore`; None when `ttl` is 0.
+        store: the store's prompts (state/prompts.py), opened by its owner; None when `ttl` is 0.
+        hit: called once for each request answered from the cache (a metrics counter).
     """
 
-    def __init__(self, ttl: float, on_hit: str, scope: str, namespace: str, store: Any):
+    def __init__(self, ttl: float, on_hit: str, scope: str, namespace: str, store: Any,
+                 hit: Callable[[], None] = lambda: None):
         self.ttl, self.on_hit, self.scope, self.namespace = float(ttl), on_hit, scope, namespace
         self._store = store if self.ttl > 0 else None
-        self._computing: dict[str, asyncio.Future] = {}
-        self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._culling: Optional[asyncio.Task] = None
+        self._answering: dict[str, _Answering] = {}
         self._hashed: dict[str, Any] = {}  # request type -> sha256 of the key's JSON up to its inputs
-        self.hits = 0
+        self._on_hit = hit
+        self.hits = 0  # requests answered from the cache since start, in this process
+
+    def _hit(self) -> None:
+        self.hits += 1
+        self._on_hit()
 
     def key(self, request_type: str, inputs: Mapping[str, Any], caller: Optional[str]) -> str:
         """sha256 of who answers, what was asked and (scope `caller`) by whom: of the JSON list
@@ -69,165 +105,64 @@ class PromptCache:
 
     @property
     def where(self) -> str:
-        """Where entries live: the cache directory, or Redis."""
+        """Where entries live: the cache directory, memory or Redis."""
         return self._store.where if self._store is not None else "nowhere (off)"
 
-    @property
-    def unsaved(self) -> int:
-        """Answers not yet on disk: what a kill -9 now would lose."""
-        return self._store.unsaved if self._store is not None else 0
+    def clear(self) -> int:
+        """Forget every stored answer; returns how many went."""
+        return self._store.clear() if self._store is not None else 0
 
-    def open(self, clear: bool = False) -> tuple[int, int]:
-        """Open the store and restore its fresh entries; returns (restored, cleared)."""
-        return self._store.open(clear) if self._store is not None else (0, 0)
+    async def run(self, key: str, compute: Callable[[], Any]) -> str:
+        """The whole answer for request `key`: `compute()` (a coroutine giving text), or as `on_hit` says."""
+        async def produce() -> AsyncIterator[str]:
+            yield await compute()
 
-    async def run(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
-        """The completion for request `key`: computed by `compute`, or as `on_hit` says.
-
-        Raises:
-            DuplicatePrompt: under `reject`, the request was claimed within `ttl` (by this or
-                another process); exactly one of several identical requests proceeds.
-        """
-        if self._store is None:
-            return await compute()
-        if self.on_hit == "reject":
-            self._claim_or_refuse(key)
-            return await self._answer(key, compute)
-        while True:
-            if key in self._computing:
-                self.hits += 1
-                return await asyncio.shield(self._computing[key])
-            if (cached := self._remembered(key)) is not None:
-                return cached
-            state = self._claim(key)
-            if state == NEW:
-                return await self._coalesced(key, compute)
-            if state == ANSWERED:
-                if (cached := await self._read(key)) is not None:
-                    return cached
-            else:
-                await asyncio.sleep(_POLL)  # another process answers it: wait for its completion
+        return "".join([chunk async for chunk in self.stream(key, produce)])
 
     async def stream(self, key: str, produce: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
-        """`run` for a streamed answer: chunks pass through as produced, the whole is cached.
+        """The answer for request `key`, chunk by chunk: produced by `produce()`, or as `on_hit` says.
 
-        A duplicate is refused (or a cached completion sent as one chunk) before any chunk.
+        Raises:
+            DuplicatePrompt: under `reject`, the request was claimed within `ttl` (by this or another
+                process); exactly one of several identical requests proceeds.
         """
-        owned = False
-        if self._store is not None:
-            if self.on_hit == "reject":
-                self._claim_or_refuse(key)
-                owned = True
-            elif (cached := self._remembered(key)) is not None:
-                yield cached
-                return
-            else:
-                state = self._claim(key)
-                if state == ANSWERED and (cached := await self._read(key)) is not None:
-                    yield cached
-                    return
-                owned = state == NEW  # being answered elsewhere: stream a fresh answer rather than wait
-        chunks = []
-        try:
-            async with contextlib.aclosing(produce()) as produced:
-                async for chunk in produced:
-                    chunks.append(chunk)
-                    yield chunk
-        except BaseException:
-            if owned:
-                self._store.release(key)
-            raise
-        if owned:
-            self._remember(key, "".join(chunks))
-
-    def _claim(self, key: str) -> str:
-        now = time.time()
-        return self._store.claim(key, now, now + self.ttl)
-
-    def _claim_or_refuse(self, key: str) -> None:
-        if self._claim(key) != NEW:
-            raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
-
-    def _remembered(self, key: str) -> Optional[str]:
-        if (cached := self._recent.get(key)) is not None:
-            self.hits += 1
-        return cached
-
-    async def _read(self, key: str) -> Optional[str]:
-        """The stored completion of an answered `key`; if it is gone (culled, never written), the
-        entry is dropped so that the next look claims it."""
-        if (cached := await asyncio.to_thread(self._store.read, key)) is None:
-            self._store.release(key)
-            return None
-        self.hits += 1
-        return cached
-
-    async def _answer(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
-        try:
-            completion = await compute()
-        except BaseException:
-            self._store.release(key)  # a prompt that failed is no duplicate: it may be asked again
-            raise
-        self._remember(key, completion)
-        return completion
-
-    async def _coalesced(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
-        """`_answer`, with identical requests arriving meanwhile waiting for this one."""
-        future = asyncio.get_running_loop().create_future()
-        self._computing[key] = future
-        try:
-            completion = await self._answer(key, compute)
-        except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else PromptFailed(
-                "the identical prompt this request waited for was cancelled"))
-            future.exception()  # retrieved here: waiters re-raise it, nobody else must
-            raise
-        else:
-            future.set_result(completion)
-            return completion
-        finally:
-            del self._computing[key]
-
-    def _remember(self, key: str, completion: str) -> None:
-        expires = time.time() + self.ttl
-        if self.on_hit == "reject":  # the fact is all that matters: the completion is never read back
-            self._store.answered(key, None, expires)
-            return
-        self._recent[key] = completion
-        if len(self._recent) > RECENT:
-            self._recent.popitem(last=False)
-        self._store.answered(key, completion, expires)
-
-    async def start(self) -> None:
-        """Start saving, and culling expired entries every `CULL_INTERVAL` s (on the serving loop)."""
         if self._store is None:
+            async for chunk in produce():
+                yield chunk
             return
-        self._store.start()
+        while True:
+            if self.on_hit == "reuse" and (answering := self._answering.get(key)) is not None:
+                self._hit()
+                async for chunk in answering.follow():
+                    yield chunk
+                return
+            state = self._store.claim(key)
+            if state == NEW:
+                async for chunk in self._produce(key, produce):
+                    yield chunk
+                return
+            if self.on_hit == "reject":
+                raise DuplicatePrompt(f"the same prompt was received in the last {self.ttl:g} s")
+            if state == ANSWERED and (stored := self._store.read(key)) is not None:
+                self._hit()
+                yield stored
+                return
+            await asyncio.sleep(POLL)  # another process answers it (or the answer just went): look again
 
-        async def cull_forever() -> None:
-            while True:
-                await asyncio.sleep(CULL_INTERVAL)
-                await asyncio.to_thread(self._store.cull)
-
-        self._culling = asyncio.get_running_loop().create_task(cull_forever())
-
-    async def stop(self) -> None:
-        """Stop culling and write every answer still queued (a clean stop loses none)."""
-        if self._culling is not None:
-            self._culling.cancel()
-        if self._store is not None:
-            await asyncio.to_thread(self._store.stop)
-
-    def cull(self) -> int:
-        """Drop expired entries on disk, then the oldest beyond `size_limit`; returns how many went."""
-        return self._store.cull() if self._store is not None else 0
-
-    def close(self) -> None:
-        """Close the disk copy (the claims stay: a fork's workers share them)."""
-        if self._store is not None:
-            self._store.close()
-
-    def release_memory(self) -> None:
-        """Drop the claims too: the miner is done."""
-        if self._store is not None:
-            self._store.release_memory()
+    async def _produce(self, key: str, produce: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
+        """Answer `key` as its owner: duplicates in this process follow; the store learns the whole."""
+        answering = self._answering[key] = _Answering()
+        produced = produce()
+        try:
+            async for chunk in produced:
+                answering.add(chunk)
+                yield chunk
+        except BaseException:
+            answering.finish(failed=True)
+            self._store.release(key)  # a failed answer is no duplicate: it may be asked again
+            raise
+        finally:
+            await produced.aclose()
+            del self._answering[key]
+        answering.finish(failed=False)
+        self._store.settle(key, "".join(answering.chunks) if self.on_hit == "reuse" else "", self.ttl)

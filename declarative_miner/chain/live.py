@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import Any, Optional
 
 import bittensor as bt
@@ -20,12 +21,30 @@ def _amount(balance: Any) -> float:
 
 
 class LiveChain:
-    """One subnet of a live network. `subtensor` is a `bt.Subtensor` (tests inject one built
-    on an in-memory `substrate`); each read returns a fresh immutable `Metagraph`."""
+    """One subnet of the live network `network`; each read returns a fresh immutable `Metagraph`.
 
-    def __init__(self, subtensor: bt.Subtensor, netuid: int, hotkey: str):
-        self.subtensor, self.netuid, self.hotkey = subtensor, netuid, hotkey
+    `subtensor` is a `bt.Subtensor` to use (tests inject one built on an in-memory `substrate`); None
+    opens one, and a process forked from this one (a worker) opens its own on its first read: a
+    connection's thread does not survive a fork."""
+
+    def __init__(self, network: str, netuid: int, hotkey: str, subtensor: Optional[bt.Subtensor] = None):
+        self.network, self.netuid, self.hotkey, self._given = network, netuid, hotkey, subtensor
+        self._opened: Optional[tuple[int, bt.Subtensor]] = None
         self.raw: Optional[bt.Metagraph] = None  # the newest bittensor metagraph, for its extra columns
+
+    @property
+    def subtensor(self) -> bt.Subtensor:
+        if self._given is not None:
+            return self._given
+        if self._opened is None or self._opened[0] != os.getpid():
+            self._opened = (os.getpid(), bt.Subtensor(self.network))
+        return self._opened[1]
+
+    def close(self) -> None:
+        """Close the connection this process opened (an injected one is its owner's to close)."""
+        if self._opened is not None and self._opened[0] == os.getpid():
+            self._opened[1].close()
+        self._opened = None
 
     def load(self) -> Metagraph:
         """Read the subnet's metagraph now (blocking), and log this miner's standing in it."""

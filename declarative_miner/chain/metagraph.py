@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..identity import identity
+
 
 @dataclass(frozen=True)
 class Neuron:
@@ -30,11 +32,12 @@ class Metagraph:
     _by_hotkey: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_hotkey", {n.hotkey: n for n in self.neurons})
+        object.__setattr__(self, "_by_hotkey", {_key(n.hotkey): n for n in self.neurons})
 
     def by_hotkey(self, hotkey: Optional[str]) -> Optional[Neuron]:
-        """The neuron registered under `hotkey`, or None for a stranger (never an exception)."""
-        return self._by_hotkey.get(hotkey)
+        """The neuron registered under `hotkey` (however its address is spelled), or None for a
+        stranger (never an exception)."""
+        return self._by_hotkey.get(_key(hotkey))
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -43,3 +46,10 @@ class Metagraph:
     def age(self) -> float:
         """Seconds since this snapshot was read."""
         return time.time() - self.fetched_at
+
+
+def _key(hotkey: Optional[str]) -> Optional[str]:
+    try:
+        return identity(hotkey) if hotkey else None
+    except ValueError:
+        return None  # not an address: nobody's

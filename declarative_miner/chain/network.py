@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-import bittensor as bt
 
 from ..errors import ConfigError, ConfigProblem
 from ..schema import MinerConfig, Mode
@@ -38,12 +37,11 @@ def connect(s: MinerConfig, hotkey: str, subtensor: Any, stand_in: bool) -> tupl
         load = (lambda: dev.empty_metagraph(network.netuid)) if stand_in else \
             (lambda: dev.load_metagraph(network.metagraph_file, network.netuid))
         return MetagraphSync(load, network.sync_interval), None
-    chain = LiveChain(subtensor or bt.Subtensor(network.name), network.netuid, hotkey)
+    chain = LiveChain(network.name, network.netuid, hotkey, subtensor)
     try:
         sync = MetagraphSync(chain.load, network.sync_interval)
     except Exception as exc:
-        if subtensor is None:
-            chain.subtensor.close()
+        chain.close()
         raise ConfigError([ConfigProblem("network.name", f"cannot read netuid {network.netuid} from "
                                          f"{network.name} (got {type(exc).__name__}: {exc}; expected a "
                                          "reachable network where the subnet exists)")]) from None

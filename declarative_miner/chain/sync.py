@@ -20,6 +20,12 @@ class MetagraphSync:
         self.current: Metagraph = load()
         self.failure: Optional[str] = None  # why the last refresh failed; None once one works
         self._task: Optional[asyncio.Task] = None
+        self._listeners: list[Callable[[Metagraph], None]] = []
+
+    def listen(self, listener: Callable[[Metagraph], None]) -> None:
+        """Call `listener(snapshot)` with the current snapshot now and with every new one."""
+        self._listeners.append(listener)
+        listener(self.current)
 
     async def start(self) -> None:
         """Refresh in the background; at once if a refresh came due while the miner was built
@@ -37,6 +43,8 @@ class MetagraphSync:
         """Read a new snapshot now (in a thread: loaders may block)."""
         try:
             self.current, self.failure = await asyncio.to_thread(self._load), None
+            for listener in self._listeners:
+                listener(self.current)
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.warning("metagraph refresh failed, serving on the snapshot from %.0f s ago: %s",

@@ -51,6 +51,7 @@ def offline(cfg: DictConfig, output_dir: Path) -> DictConfig:
         "network": {"name": "dev", "metagraph_file": f"{home}/dev/metagraph.yaml", "publish_axon": False},
         "wallet": {"name": "dev-miner", "hotkey": "default", "path": f"{home}/dev/wallets"},
         "axon": {"ip": "127.0.0.1", "port": 0, "workers": 1},
+        "metrics": {"port": None},
         "cache": {"directory": str(output_dir / "cache")},
     })
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bittensor.sp_core import ss58_decode
+from ..identity import identity
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,9 @@ def _parse(text: str) -> frozenset[str]:
         if not entry:
             continue
         try:
-            ss58_decode(entry)
-        except Exception:
+            keys.add(identity(entry))  # the key, whatever prefix spells it
+        except ValueError:
             raise ValueError(f"line {number}: {entry!r} is not an ss58 hotkey") from None
-        keys.add(entry)
     return frozenset(keys)
 
 
@@ -37,7 +36,7 @@ class HotkeyList:
     """
 
     def __init__(self, hotkeys: Sequence[str] = (), file: Optional[str] = None, recheck: float = 1.0):
-        self.inline = frozenset(hotkeys)
+        self.inline = _parse("\n".join(hotkeys))
         self.path = Path(file).expanduser() if file else None
         self.recheck = recheck
         self._from_file: frozenset[str] = frozenset()
@@ -66,4 +65,8 @@ class HotkeyList:
             if now >= self._next_check:
                 self._next_check = now + self.recheck
                 self._reload()
-        return hotkey in self.inline or hotkey in self._from_file
+        try:
+            key = identity(hotkey)
+        except ValueError:
+            return False
+        return key in self.inline or key in self._from_file

@@ -8,7 +8,7 @@ from ..chain.metagraph import Metagraph
 from ..errors import RateLimited
 from ..prompting import Prompting
 from .blacklist import Decision
-from .cells import MemoryCells
+from ..state.memory import MemoryCells
 
 
 class RateLimit:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from typing import Any, AsyncIterator, Iterator, Optional
 
 import httpx
@@ -96,7 +97,7 @@ class OpenAICompatible:
 
     async def __call__(self, request: Prompting) -> AsyncIterator[str]:
         """Yield the server's answer as it streams in."""
-        with _as_request_errors(self.base_url):
+        with _as_request_errors(self.base_url, self.api_key if self.api_key != "none" else ""):
             stream = await self._client_here().chat.completions.create(
                 model=self.model, messages=request.chat(self.system_prompt), stream=True,
                 stream_options={"include_usage": True}, extra_body=self.extra_body or None, **self.sampling)
@@ -109,20 +110,35 @@ class OpenAICompatible:
                             yield choice.delta.content
 
 
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an error code or type, as OpenAI-style servers name them
+
+
+def _upstream(exc: "openai.APIStatusError", secret: str) -> str:
+    """What the caller may learn of a server's refusal: its status and (if it names one) its error
+    code. Never the server's own text, which may quote a prompt, a path or the API key: that goes
+    to the miner's log, with the key blanked out."""
+    text = str(exc.message)
+    log.warning("the model server answered %s: %s", exc.status_code, text.replace(secret, "***") if secret else text)
+    code = getattr(exc, "code", None) or getattr(exc, "type", None)
+    named = f", {code}" if isinstance(code, str) and _CODE.fullmatch(code) else ""
+    return f"HTTP {exc.status_code}{named}"
+
+
 @contextlib.contextmanager
-def _as_request_errors(base_url: str) -> Iterator[None]:
+def _as_request_errors(base_url: str, secret: str) -> Iterator[None]:
     """The server's failures as the miner's answers: 503 when it is down or busy, else 502."""
     try:
         yield
     except openai.APIConnectionError as exc:
-        raise Unavailable(f"the model server at {base_url} is unreachable ({exc})",
+        raise Unavailable(f"the model server at {base_url} is unreachable ({type(exc).__name__})",
                           headers={"retry-after": "5"}) from None
     except openai.RateLimitError as exc:
-        raise OverCapacity(f"the model server is rate limiting ({exc.message})", headers={"retry-after": "1"}) from None
+        raise OverCapacity(f"the model server is rate limiting ({_upstream(exc, secret)})",
+                           headers={"retry-after": "1"}) from None
     except openai.InternalServerError as exc:
-        raise Unavailable(f"the model server failed ({exc.status_code}: {exc.message})",
-                          headers={"retry-after": "5"}) from None
+        raise Unavailable(f"the model server failed ({_upstream(exc, secret)})", headers={"retry-after": "5"}) from None
     except openai.APIStatusError as exc:
-        raise BadGateway(f"the model server refused the request ({exc.status_code}: {exc.message})") from None
+        raise BadGateway(f"the model server refused the request ({_upstream(exc, secret)})") from None
     except openai.APIError as exc:
-        raise BadGateway(f"the model server's answer is not understood ({exc})") from None
+        log.warning("the model server's answer is not understood: %s", exc)
+        raise BadGateway("the model server's answer is not understood") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass
@@ -14,12 +15,19 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _listeners: list = field(default_factory=list, repr=False, compare=False)
+
+    def listen(self, listener: Callable[[int, int], None]) -> None:
+        """Call `listener(prompt_tokens, completion_tokens)` for every `add` from now on (metrics)."""
+        self._listeners.append(listener)
 
     def add(self, prompt_tokens: int, completion_tokens: int) -> None:
         with self._lock:
             self.requests += 1
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
+        for listener in self._listeners:
+            listener(prompt_tokens, completion_tokens)
 
     def totals(self) -> dict[str, int]:
         with self._lock:

@@ -1,63 +1,62 @@
-"""Prometheus metrics of one miner, in a registry of its own (several miners may share a process)."""
+"""Prometheus metrics of one miner, served on a listener of their own (never on the public port).
+
+prometheus_client's own Counter, Histogram and Gauge, in a registry per miner (several may share a
+process, as in tests). With several worker processes they live in prometheus_client's multiprocess
+mode (`PROMETHEUS_MULTIPROC_DIR`, set by the command line before anything imports prometheus_client),
+and the listener in the supervising process adds up the workers' files.
+"""
 
 from __future__ import annotations
 
-import bisect
-import itertools
-from typing import Callable, Iterator
+import os
+from typing import Optional
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, multiprocess,
+                               start_http_server)
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it at import (cli.py sets it)
+
+
+def multiprocess_mode() -> bool:
+    """Whether metrics are kept in files the workers share (prometheus_client's multiprocess mode)."""
+    return MULTIPROCESS_DIRECTORY in os.environ
 
 
 class Metrics:
-    """Requests by wire format, route and status, their latency, and gauges read at scrape time.
+    """What `/metrics` reports of one miner."""
 
-    A request is counted in plain Python numbers, and prometheus_client reads them at scrape time
-    (a custom collector): its own Counter and Histogram take a lock for each of the three numbers a
-    request changes, 12,000 instructions a request more (docs/performance.md). `observe` and
-    `render` are called on the serving loop alone.
-    """
-
-    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]]):
-        self.registry = CollectorRegistry()
-        self._requests: dict[tuple[str, str, int], int] = {}  # bounded: routes, statuses, formats
-        # (wire format, route) -> requests in each latency bucket (the last: above them all), then their sum
-        self._latency: dict[tuple[str, str], list[float]] = {}
-        self.registry.register(self)
-        for name, (description, read) in gauges.items():
-            self.gauge(name, description, read)
-
-    def gauge(self, name: str, description: str, read: Callable[[], float]) -> None:
-        """A gauge whose value `read` gives at scrape time."""
-        Gauge(name, description, registry=self.registry).set_function(read)
+    def __init__(self) -> None:
+        disable_created_metrics()  # no `_created` series: a scrape reads counts, not their start times
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("miner_requests", "Requests answered, by wire format, route and HTTP status",
+                                ["wire_format", "route", "status"], registry=r)
+        self.latency = Histogram("miner_request_seconds", "Seconds from request to answer (streams: to the end)",
+                                 ["wire_format", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inflight = Gauge("miner_inflight", "Requests anywhere in the pipeline", registry=r,
+                              multiprocess_mode="livesum")
+        self.queued = Gauge("miner_queue_depth", "Requests waiting for a slot", registry=r, multiprocess_mode="livesum")
+        self.overrunning = Gauge("miner_overrunning_prompts", "Prompts still running in threads after their "
+                                 "request ended", registry=r, multiprocess_mode="livesum")
+        self.cache_hits = Counter("miner_cache_hits", "Requests answered from the prompt cache", registry=r)
+        self.tokens = Counter("miner_tokens", "Tokens the model reported, by kind (prompt, completion)", ["kind"],
+                              registry=r)
+        self.metagraph_block = Gauge("miner_metagraph_block", "Block of the metagraph in use", registry=r,
+                                     multiprocess_mode="max")
+        self.metagraph_time = Gauge("miner_metagraph_timestamp_seconds", "When the metagraph in use was read "
+                                    "(seconds since the epoch)", registry=r, multiprocess_mode="max")
 
     def observe(self, wire_format: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        key = (wire_format, route, status)
-        self._requests[key] = self._requests.get(key, 0) + 1
-        if (latency := self._latency.get(key[:2])) is None:
-            latency = self._latency[key[:2]] = [0] * (len(LATENCY_BUCKETS) + 2)
-        latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound >= seconds
-        latency[-1] += seconds
+        self.requests.labels(wire_format, route, str(status)).inc()
+        self.latency.labels(wire_format, route).observe(seconds)
 
-    def collect(self) -> Iterator[Metric]:
-        """What a scrape reads (prometheus_client's collector protocol)."""
-        requests = CounterMetricFamily("miner_requests", "Requests answered, by wire format, route and HTTP status",
-                                       labels=["wire_format", "route", "status"])
-        for (wire_format, route, status), count in self._requests.items():
-            requests.add_metric([wire_format, route, str(status)], count)
-        yield requests
-        latency = HistogramMetricFamily("miner_request_seconds", "Seconds from request to answer (streams: to the end)",
-                                        labels=["wire_format", "route"])
-        bounds = [*(repr(float(bound)) for bound in LATENCY_BUCKETS), "+Inf"]  # as Histogram names them
-        for labels, counts in self._latency.items():
-            latency.add_metric(list(labels), list(zip(bounds, itertools.accumulate(counts[:-1]))), counts[-1])
-        yield latency
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+def serve_metrics(metrics: Optional[Metrics], host: str, port: int):
+    """Start the metrics listener on `host:port` in a thread; returns (server, thread) to shut down.
+
+    In multiprocess mode (several workers) it reads the workers' files, so `metrics` may be None."""
+    registry = metrics.registry if metrics is not None and not multiprocess_mode() else CollectorRegistry()
+    if multiprocess_mode():
+        multiprocess.MultiProcessCollector(registry)
+    return start_http_server(port, addr=host, registry=registry)

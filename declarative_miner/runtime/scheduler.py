@@ -6,21 +6,33 @@ import asyncio
 import contextvars
 import heapq
 import itertools
-from typing import Optional
+from typing import Any, Optional
 
 from ..errors import OverCapacity, PromptTimeout
 
 
-class Scheduler:
-    """At most `slots` jobs run at once; at most `max_waiting` wait, highest priority first."""
+class _Untracked:
+    def inc(self) -> None:
+        pass
 
-    def __init__(self, slots: int, max_waiting: int):
+    def dec(self) -> None:
+        pass
+
+
+class Scheduler:
+    """At most `slots` jobs run at once; at most `max_waiting` wait, highest priority first.
+
+    `waiting` and `overrunning` are gauges (`inc`/`dec`: metrics) that follow the counts of the same names.
+    """
+
+    def __init__(self, slots: int, max_waiting: int, *, waiting: Any = _Untracked(), overrunning: Any = _Untracked()):
         self._free = slots
         self.max_waiting = max_waiting
         self._heap: list[tuple[float, int, asyncio.Future]] = []
         self._waiting = 0
         self._order = itertools.count()
         self.overrunning = 0  # slots held by prompts whose request already ended (a thread cannot be stopped)
+        self.gauges = (waiting, overrunning)
 
     @property
     def waiting(self) -> int:
@@ -37,6 +49,7 @@ class Scheduler:
         granted = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (-priority, next(self._order), granted))
         self._waiting += 1
+        self.gauges[0].inc()
         try:
             await asyncio.wait_for(asyncio.shield(granted), timeout)
         except asyncio.TimeoutError:
@@ -53,6 +66,7 @@ class Scheduler:
         else:
             granted.cancel()
             self._waiting -= 1
+            self.gauges[0].dec()
 
     def release(self) -> None:
         """Give a slot back: to the best waiting job, or to the pool."""
@@ -60,6 +74,7 @@ class Scheduler:
             _, _, granted = heapq.heappop(self._heap)
             if not granted.done():
                 self._waiting -= 1
+                self.gauges[0].dec()
                 granted.set_result(None)
                 return
         self._free += 1
@@ -86,10 +101,12 @@ class Slot:
     def lend_until(self, work: asyncio.Future) -> None:
         self.lent = True
         self._scheduler.overrunning += 1
+        self._scheduler.gauges[1].inc()
         work.add_done_callback(lambda _: self._returned())
 
     def _returned(self) -> None:
         self._scheduler.overrunning -= 1
+        self._scheduler.gauges[1].dec()
         self.release()
 
     def release(self) -> None:

@@ -20,7 +20,8 @@ from bittensor.sp_core import verify as sr25519_verify
 
 from ..errors import NotAuthenticated
 from ..prompting import TerminalInfo, decode_signed
-from .replay import check_fresh
+from .freshness import check_fresh, parse_number
+from ..identity import claimed_identity, identity
 from .replies import JsonReplies
 
 VERSION, TIMESTAMP, UUID = "epistula-version", "epistula-timestamp", "epistula-uuid"
@@ -54,6 +55,10 @@ class EpistulaAuth(JsonReplies):
     def claimed_hotkey(headers: Mapping[str, str]) -> Optional[str]:
         return headers.get(SIGNED_BY)
 
+    @staticmethod
+    def signature(headers: Mapping[str, str]) -> str:
+        return headers.get(SIGNATURE, "")
+
     def before_body(self, headers: Mapping[str, str], *, ip: Optional[str]) -> int:
         """Shape, receiver and freshness, from the headers alone; returns the timestamp (ms)."""
         if headers.get(VERSION) != "2":
@@ -61,23 +66,21 @@ class EpistulaAuth(JsonReplies):
         for name in (TIMESTAMP, UUID, SIGNATURE):
             if name not in headers:
                 raise NotAuthenticated(f"missing header {name}")
-        stamp, uuid = headers[TIMESTAMP], headers[UUID]
-        if not (stamp.isascii() and stamp.isdigit()):
-            raise NotAuthenticated("Epistula-Timestamp must be milliseconds since the epoch")
+        stamp, uuid = parse_number(headers[TIMESTAMP], "Epistula-Timestamp (milliseconds)"), headers[UUID]
         if not _UUID.fullmatch(uuid):
             raise NotAuthenticated("Epistula-Uuid must be a uuid (36 characters)")
         if not _HEX.fullmatch(headers[SIGNATURE]):
             raise NotAuthenticated("Epistula-Request-Signature must be 0x and 128 hex digits")
         receiver = headers.get(SIGNED_FOR, "")
-        if receiver and receiver != self.self_hotkey:
+        if receiver and claimed_identity(receiver) != identity(self.self_hotkey):
             raise NotAuthenticated(f"signed for {receiver}, not for this miner ({self.self_hotkey})")
         if not receiver and self.require_receiver:
             raise NotAuthenticated("Epistula-Signed-For is missing: sign the request for this miner's hotkey "
                                    f"({self.self_hotkey}); the miner's operator can admit unbound requests with "
                                    "axon.require_receiver=false")
-        check_fresh(int(stamp) * 1_000_000, self.clock(), max_age=self.max_age, allowed_skew=self.allowed_skew,
-                    fence_ns=self.nonce_store.fence_ns)
-        return int(stamp)
+        check_fresh(stamp * 1_000_000, self.clock(), max_age=self.max_age, allowed_skew=self.allowed_skew,
+                    fence_ns=self.nonce_store.fence_ns, what="Epistula-Timestamp")
+        return stamp
 
     def authenticate(self, headers: Mapping[str, str], raw: bytes, *, method: str, path: str, ip: Optional[str],
                      early: int, hash_fields: tuple[str, ...] = ()) -> tuple[TerminalInfo, dict]:
@@ -92,7 +95,8 @@ class EpistulaAuth(JsonReplies):
             raise NotAuthenticated("invalid Epistula-Signed-By address") from None
         if not valid:
             raise NotAuthenticated("signature mismatch: not signed by this hotkey for this body, uuid and timestamp")
-        if not self.nonce_store.check_and_store(f"epistula:{hotkey}", uuid.lower()):
+        # Signed-By is not signed: the uuid is kept by the signer's key, which no re-spelling changes.
+        if not self.nonce_store.check_and_store(f"epistula:{identity(hotkey)}", uuid.lower()):
             raise NotAuthenticated("replayed request: this Epistula-Uuid was already used")
-        caller = TerminalInfo(hotkey=hotkey, ip=ip, nonce=early * 1_000_000)
+        caller = TerminalInfo(hotkey=identity(hotkey), ip=ip, nonce=early * 1_000_000)
         return caller, decode_signed(raw, caller)

@@ -8,17 +8,29 @@ from bittensor import http_auth
 
 from ..errors import NotAuthenticated
 from ..prompting import TerminalInfo, decode_signed
-from .replay import check_fence
+from .freshness import check_fence, parse_number
+from ..identity import identity
 from .replies import JsonReplies
 
 CLAIMED_HOTKEY = http_auth.HEADER_HOTKEY.lower()
+_NONCE, _RECEIVER = http_auth.HEADER_NONCE.lower(), http_auth.HEADER_RECEIVER.lower()
+
+
+class _ByKey:
+    """The replay store as `http_auth.verify` calls it, keyed by the signer's key, not its spelling."""
+
+    def __init__(self, store):
+        self.store, self.retention = store, store.retention
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        return self.store.check_and_store(f"btauth:{identity(hotkey_ss58)}", nonce_ns)
 
 
 class BtAuth(JsonReplies):
     """Verifies btauth/1 requests addressed to `self_hotkey`.
 
-    Replays are caught by a nonce store (server/replay.py) that keeps every accepted nonce at
-    least as long as the freshness window (`max_age + allowed_skew`), as `http_auth.verify` requires.
+    Replays are caught by the replay store (state/), which keeps every accepted nonce at least as
+    long as the freshness window (`max_age + allowed_skew`), as `http_auth.verify` requires.
     """
 
     name = "btauth"
@@ -39,9 +51,13 @@ class BtAuth(JsonReplies):
         return headers.get(CLAIMED_HOTKEY)
 
     @staticmethod
-    def before_body(headers: Mapping[str, str], *, ip: Optional[str]) -> None:
-        """Nothing to verify yet: btauth/1 signs the body's hash, so the body comes first."""
-        return None
+    def signature(headers: Mapping[str, str]) -> str:
+        """The request's signature as sent: what a signed reply names as the request it answers."""
+        return headers.get(http_auth.HEADER_SIGNATURE.lower(), "")
+
+    def before_body(self, headers: Mapping[str, str], *, ip: Optional[str]) -> None:
+        """The nonce's shape, from the headers (the signature covers the body, so it comes later)."""
+        check_fence(parse_number(headers.get(_NONCE, ""), "X-Bittensor-Nonce"), self.nonce_store.fence_ns)
 
     def authenticate(self, headers: Mapping[str, str], raw: bytes, *, method: str, path: str,
                      ip: Optional[str], early: None = None,
@@ -54,19 +70,21 @@ class BtAuth(JsonReplies):
     def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str,
                ip: Optional[str]) -> TerminalInfo:
         """The verified caller, or `NotAuthenticated` with the reason."""
-        nonce = headers.get(http_auth.HEADER_NONCE.lower(), "")
-        if nonce.isascii() and nonce.isdigit():  # int() would refuse other digits, such as ²
-            check_fence(int(nonce), self.nonce_store.fence_ns)
+        receiver = headers.get(_RECEIVER)
+        try:  # another spelling of this miner's key is this miner
+            me = receiver if receiver and identity(receiver) == identity(self.self_hotkey) else self.self_hotkey
+        except ValueError:
+            me = self.self_hotkey
         try:
             caller = http_auth.verify(
-                headers, body, method=method, path=path, self_hotkey_ss58=self.self_hotkey,
+                headers, body, method=method, path=path, self_hotkey_ss58=me,
                 max_age=self.max_age, allowed_skew=self.allowed_skew,
-                require_receiver=self.require_receiver, nonce_store=self.nonce_store,
+                require_receiver=self.require_receiver, nonce_store=_ByKey(self.nonce_store),
             )
         except http_auth.WrongReceiver as exc:
-            unbound = http_auth.HEADER_RECEIVER.lower() not in {k.lower() for k in headers}
-            hint = "; the miner's operator can admit such requests with axon.require_receiver=false" if unbound else ""
+            hint = "; the miner's operator can admit such requests with axon.require_receiver=false" \
+                if receiver is None else ""
             raise NotAuthenticated(f"WrongReceiver: {exc}{hint}") from None
         except http_auth.AuthError as exc:
             raise NotAuthenticated(f"{type(exc).__name__}: {exc}") from None
-        return TerminalInfo(hotkey=caller.hotkey_ss58, ip=ip, nonce=caller.nonce_ns)
+        return TerminalInfo(hotkey=identity(caller.hotkey_ss58), ip=ip, nonce=caller.nonce_ns)

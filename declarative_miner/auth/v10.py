@@ -23,7 +23,8 @@ from bittensor.sp_core import verify as sr25519_verify
 
 from ..errors import NotAuthenticated, RequestError
 from ..prompting import TerminalInfo, decode_json
-from .replay import check_fresh
+from .freshness import check_fresh, parse_number
+from ..identity import identity
 
 CLAIMED_HOTKEY = "bt_header_dendrite_hotkey"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -61,6 +62,10 @@ class V10Auth:
     def claimed_hotkey(headers: Mapping[str, str]) -> Optional[str]:
         return headers.get(CLAIMED_HOTKEY)
 
+    @staticmethod
+    def signature(headers: Mapping[str, str]) -> str:
+        return headers.get("bt_header_dendrite_signature", "")
+
     def before_body(self, headers: Mapping[str, str], *, ip: Optional[str]) -> tuple[TerminalInfo, str]:
         """The whole signature is over the headers: a forged request is refused before its body is read."""
         return self.verify(headers, ip=ip)
@@ -81,7 +86,7 @@ class V10Auth:
         `NotAuthenticated` saying what failed. Records the nonce: a second call is a replay."""
         hotkey, uuid = headers.get(CLAIMED_HOTKEY, ""), headers.get("bt_header_dendrite_uuid", "")
         try:
-            nonce = int(headers["bt_header_dendrite_nonce"])
+            nonce = parse_number(headers["bt_header_dendrite_nonce"], "bt_header_dendrite_nonce")
             signature = bytes.fromhex(headers["bt_header_dendrite_signature"].removeprefix("0x"))
             signed_hash = headers["computed_body_hash"]
         except KeyError as missing:
@@ -99,9 +104,9 @@ class V10Auth:
             raise NotAuthenticated("invalid hotkey address or signature encoding") from None
         if not valid:
             raise NotAuthenticated("signature mismatch: not signed by this hotkey for this miner and body")
-        if not self.nonce_store.check_and_store(f"v10:{hotkey}:{uuid}", nonce):
+        if not self.nonce_store.check_and_store(f"v10:{identity(hotkey)}:{uuid}", nonce):
             raise NotAuthenticated("replayed request: this nonce was already used")
-        return TerminalInfo(hotkey=hotkey, ip=ip, nonce=nonce), signed_hash
+        return TerminalInfo(hotkey=identity(hotkey), ip=ip, nonce=nonce), signed_hash
 
     def success(self, reply: dict, body: dict, process_time: float) -> tuple[dict, dict]:
         """The reply a v10 Dendrite reads as success: the whole synapse, its outputs filled."""

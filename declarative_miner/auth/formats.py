@@ -1,6 +1,6 @@
 """Wire formats: how a request is signed and how its answer is framed, one plug-in each.
 
-Today: btauth/1 (bittensor 11, `auth.py`), the bittensor 10 Axon/Dendrite format (`v10.py`) and
+Today: btauth/1 (bittensor 11, `btauth.py`), the bittensor 10 Axon/Dendrite format (`v10.py`) and
 Epistula v2 (`epistula.py`). Each request is read in the format its headers claim; a request
 claiming none is read as btauth/1, whose refusal says what is missing. `axon.wire_formats` lists
 the formats accepted; a request in another is refused (401) in its own format, naming the list.
@@ -12,11 +12,10 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from ..errors import NotAuthenticated, RequestError
 from ..prompting import TerminalInfo
-from .auth import BtAuth
+from .btauth import BtAuth
 from .epistula import EpistulaAuth
 from .v10 import V10Auth
 
-NAMES = (V10Auth.name, EpistulaAuth.name, BtAuth.name)  # every format, in the order a request is matched
 
 
 class WireFormat(Protocol):
@@ -29,6 +28,9 @@ class WireFormat(Protocol):
 
     def claimed_hotkey(self, headers: Mapping[str, str]) -> Optional[str]:
         """The hotkey the request says signed it: what the blacklist sees before any check."""
+
+    def signature(self, headers: Mapping[str, str]) -> str:
+        """The request's signature as sent, which a signed reply names as the request it answers."""
 
     def before_body(self, headers: Mapping[str, str], *, ip: Optional[str]) -> Any:
         """Every check the headers alone allow (refusing before the body is read); the result

@@ -14,9 +14,9 @@ import logging
 from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable, Optional
 
-from .errors import PromptFailed, RequestError
-from .prompting import Prompting
-from .server.scheduler import current_slot
+from ..errors import PromptFailed, RequestError
+from ..prompting import Prompting
+from .scheduler import current_slot
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .errors import ConfigError, ConfigProblem, Unavailable
+from ..errors import Unavailable
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis.Redis.from_url reads
 
 
 class RedisLink:
@@ -32,15 +31,3 @@ class RedisLink:
 
     def close(self) -> None:
         self.client.close()
-
-
-def check_reachable(url: str, key: str) -> None:
-    """`ConfigError` at `key` unless a Redis answers at `url` (what `mode=validate` asks of a store)."""
-    link = RedisLink(url, "Redis")
-    try:
-        link.call(link.client.ping)
-    except Unavailable as exc:
-        problem = ConfigProblem(key, f"unreachable (got {url}; expected a running Redis: {exc.reason})")
-        raise ConfigError([problem]) from None
-    finally:
-        link.close()

@@ -1,0 +1,190 @@
+"""The composition root: every part of a miner, built from the settings in one place.
+
+`build_parts` builds what the config declares and checks all of it (every problem reported together),
+touching no socket and opening no store: `mode=validate` is this plus `check_serving`, and serving is
+this plus a socket. `build_app` wires the parts (and `Miner`'s overridable methods) into the ASGI app,
+without side effects: the stores open in each serving process's ASGI lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .auth.formats import open_wire_formats
+from .auth.reply_signature import ReplySigner
+from .cache import PromptCache, answerer
+from .chain.live import LiveChain
+from .chain.network import connect, open_miner_wallet
+from .chain.sync import MetagraphSync
+from .checks import Problems, check
+from .errors import ConfigError, ConfigProblem
+from .imports import build
+from .policies.blacklist import Blacklist, build_blacklist
+from .policies.priority import build_priority
+from .runtime.scheduler import Scheduler
+from .schema import MinerConfig
+from .server.addresses import Addresses
+from .server.app import MinerApp
+from .server.connections import Connections
+from .server.metrics import Metrics
+from .server.pipeline import Limits, Pipeline
+from .server.request_log import RequestLog
+from .server.shedding import Shedding
+from .state import Store, kind_of, open_store
+from .state.stores import CULL_INTERVAL
+from .synapses import Synapse, build_synapses
+
+log = logging.getLogger(__name__)
+
+MAX_CALLERS = 100_000  # rate budgets and refusal counts the memory store keeps at once (least recent out)
+
+
+@dataclass
+class Parts:
+    """What a miner is made of, before it serves."""
+
+    settings: MinerConfig
+    wallet: Any
+    not_created: list  # dev files mode=validate found missing (the first run creates them)
+    sync: MetagraphSync
+    chain: Optional[LiveChain]
+    blacklist: Blacklist
+    priority: Callable
+    prompt: Any  # the `prompt` group's callable
+    synapses: dict[str, Synapse]
+    store: Store
+    cache: PromptCache
+    metrics: Metrics
+
+
+def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
+                own_prompt: Optional[str] = None) -> Parts:
+    """Every part `s` declares, or `ConfigError` with every problem found.
+
+    `wallet`/`subtensor` replace the configured ones; `own_prompt` names a subclass whose own
+    `prompt` answers (it is part of the cache's namespace)."""
+    problems = Problems()
+    problems.found.extend(check(s))
+    wallet, not_created = (wallet, []) if wallet else (problems.attempt(lambda: open_miner_wallet(s)) or (None, []))
+    sync = chain = None
+    if wallet is not None and not problems.found:  # never dial a chain on a bad config
+        sync, chain = problems.attempt(lambda: connect(s, wallet.hotkey.ss58_address, subtensor,
+                                                       stand_in=bool(not_created))) or (None, None)
+    blacklist = problems.attempt(lambda: build_blacklist(s.blacklist.rules))
+    priority = problems.attempt(lambda: build_priority(s.priority.strategy, s.priority.params))
+    prompt = problems.attempt(lambda: build(s.prompt.get("_target_", ""), {k: v for k, v in s.prompt.items()
+                                                                           if k != "_target_"}, "prompt._target_",
+                                            called_with=("request",)))
+    synapses = problems.attempt(lambda: build_synapses(s.synapses))
+    problems.raise_if_any()
+    if s.axon.replay_store is not None:
+        log.warning("axon.replay_store is deprecated and goes in a later release: say state.store=%s", store_setting(s))
+    metrics = Metrics()
+    sync.listen(lambda graph: (metrics.metagraph_block.set(graph.block), metrics.metagraph_time.set(graph.fetched_at)))
+    store = _store(s)
+    cache = PromptCache(s.cache.ttl, s.cache.on_hit.value, s.cache.scope,
+                        s.cache.namespace or answerer(s.prompt, own_prompt), store.prompts, hit=metrics.cache_hits.inc)
+    return Parts(s, wallet, not_created, sync, chain, blacklist, priority, prompt, synapses, store, cache, metrics)
+
+
+def store_setting(s: MinerConfig) -> str:
+    """`state.store`, or what the deprecated `axon.replay_store` said instead."""
+    old = s.axon.replay_store
+    if old is None:
+        return s.state.store
+    return {"auto": "disk", "memory": "disk" if s.axon.workers > 1 else "memory"}.get(old, old)
+
+
+def _store(s: MinerConfig) -> Store:
+    a, c = s.axon, s.cache
+    return open_store(store_setting(s), home=Path(s.home).expanduser(), cache_directory=Path(c.directory).expanduser(),
+                      retention=a.max_age + a.allowed_skew + 1.0, allowed_skew=a.allowed_skew,
+                      lease=a.request_timeout + 1.0, max_entries=c.max_entries, size_limit=c.size_limit,
+                      sync_writes=c.sync_writes, max_callers=MAX_CALLERS)
+
+
+def check_serving(parts: Parts) -> None:
+    """What serving needs beyond the parts, checked without serving: the store opens (a writable
+    directory, a Redis that answers). Raises `ConfigError` naming `state.store`."""
+    try:
+        parts.store.check()
+    except Exception as exc:  # an unwritable home, an unreachable Redis
+        key = "axon.replay_store" if parts.settings.axon.replay_store is not None else "state.store"
+        raise ConfigError([ConfigProblem(key, f"cannot open it (got {store_setting(parts.settings)}: "
+                                         f"{getattr(exc, 'reason', None) or exc}; expected a writable directory "
+                                         "under home, or a reachable Redis)")]) from None
+
+
+def clear_cache(parts: Parts) -> int:
+    """Forget every stored prompt (`cache.clear=true`, once at start, before any worker serves)."""
+    parts.store.prompts.open()
+    try:
+        return parts.cache.clear()
+    finally:
+        parts.store.prompts.close()
+
+
+def build_app(parts: Parts, miner: Any, *, connections: bool = True) -> MinerApp:
+    """The ASGI app serving `parts`, with `miner`'s (possibly overridden) methods in the pipeline.
+
+    `connections`: whether the miner's own server runs it (its connection guards are told when a
+    response ends); the app alone serves under any ASGI server."""
+    a = parts.settings.axon
+    store, metrics = parts.store, parts.metrics
+    addresses = Addresses(a.trusted_proxies, a.ipv6_prefix)
+    shedding = Shedding(a.max_refusals_per_ip, a.shed_for, store.cells)
+    for rule in parts.blacklist.shareable:
+        rule.share(store.cells)  # rate limits are one budget across processes (and machines)
+    scheduler = Scheduler(a.max_concurrency, a.max_queue, waiting=metrics.queued, overrunning=metrics.overrunning)
+    pipeline = Pipeline(
+        wire_formats=open_wire_formats(parts.wallet.hotkey.ss58_address, accepted=a.wire_formats, max_age=a.max_age,
+                                       allowed_skew=a.allowed_skew, require_receiver=a.require_receiver,
+                                       nonce_store=store.nonces),
+        synapses=parts.synapses, blacklist=miner.blacklist, priority=miner.priority, answer=miner._answer,
+        stream=miner._answer_stream, scheduler=scheduler, shedding=shedding, on_verified=parts.blacklist.count,
+        limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue, a.max_unverified_per_ip),
+        unavailable=miner.unavailable, registered=lambda hotkey: miner.metagraph.by_hotkey(hotkey) is not None)
+    guards = Connections(max_connections=a.max_connections, max_per_address=a.max_connections_per_ip,
+                         header_timeout=a.request_timeout, addresses=addresses, shedding=shedding) if connections else None
+    requests, upkeep = RequestLog(), _Upkeep(store)
+    return MinerApp(
+        pipeline=pipeline, addresses=addresses, shedding=shedding, health=miner.health, metrics=metrics,
+        requests=requests, max_header_bytes=a.max_header_bytes, connections=guards,
+        sign_reply=ReplySigner(parts.wallet.hotkey) if a.sign_responses else None,
+        on_startup=[upkeep.start, miner._start_prompt, parts.sync.start, requests.start, miner._announce],
+        on_shutdown=[parts.sync.stop, miner._close_prompt, requests.stop, upkeep.stop])
+
+
+class _Upkeep:
+    """The store in this serving process: opened at start-up (after a supervisor's fork each worker
+    has its own connections), culled in the background, closed at shut-down."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._task: Optional[asyncio.Task] = None
+
+    async def start(self) -> None:
+        self.store.open()
+        self._task = asyncio.get_running_loop().create_task(self._cull_forever())
+
+    async def _cull_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CULL_INTERVAL)
+            try:
+                await asyncio.to_thread(self.store.cull)
+            except Exception as exc:  # a busy or failing disk: the next sweep tries again
+                log.warning("culling the state store failed: %s", exc)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.store.close()
+
+
+def kind(parts: Parts) -> str:
+    """Where state lives, as the summary says it."""
+    return kind_of(store_setting(parts.settings))
