@@ -9,6 +9,7 @@ without side effects: the stores open in each serving process's ASGI lifespan.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +21,21 @@ from .cache import PromptCache, answerer
 from .chain.live import LiveChain
 from .chain.network import connect, open_miner_wallet
 from .chain.sync import MetagraphSync
-from .checks import Problems, check
+from .chain.public_address import public_address
+from .checks import UNSPECIFIED, Problems, check
 from .errors import ConfigError, ConfigProblem
 from .imports import build
 from .policies.blacklist import Blacklist, build_blacklist
 from .policies.priority import build_priority
+from .processes import alive
 from .runtime.scheduler import Scheduler
-from .schema import MinerConfig
+from .schema import MinerConfig, Mode
 from .server.addresses import Addresses
 from .server.app import MinerApp
 from .server.connections import Connections
 from .server.metrics import Metrics
 from .server.pipeline import Limits, Pipeline
+from .server.serving import bind
 from .server.request_log import RequestLog
 from .server.shedding import Shedding
 from .state import Store, kind_of, open_store
@@ -59,6 +63,7 @@ class Parts:
     store: Store
     cache: PromptCache
     metrics: Metrics
+    published_ip: Optional[str]  # what goes on chain (axon.external_ip, axon.ip, or the address found); None: nothing
 
 
 def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
@@ -71,6 +76,7 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
     problems.found.extend(check(s))
     wallet, not_created = (wallet, []) if wallet else (problems.attempt(lambda: open_miner_wallet(s)) or (None, []))
     sync = chain = None
+    published = problems.attempt(lambda: _published_ip(s)) if not problems.found else None
     if wallet is not None and not problems.found:  # never dial a chain on a bad config
         sync, chain = problems.attempt(lambda: connect(s, wallet.hotkey.ss58_address, subtensor,
                                                        stand_in=bool(not_created))) or (None, None)
@@ -78,7 +84,7 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
     priority = problems.attempt(lambda: build_priority(s.priority.strategy, s.priority.params))
     prompt = problems.attempt(lambda: build(s.prompt.get("_target_", ""), {k: v for k, v in s.prompt.items()
                                                                            if k != "_target_"}, "prompt._target_",
-                                            called_with=("request",)))
+                                            called_with=("request",), checking=s.mode == Mode.validate))
     synapses = problems.attempt(lambda: build_synapses(s.synapses))
     problems.raise_if_any()
     if s.axon.replay_store is not None:
@@ -88,7 +94,18 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
     store = _store(s)
     cache = PromptCache(s.cache.ttl, s.cache.on_hit.value, s.cache.scope,
                         s.cache.namespace or answerer(s.prompt, own_prompt), store.prompts, hit=metrics.cache_hits.inc)
-    return Parts(s, wallet, not_created, sync, chain, blacklist, priority, prompt, synapses, store, cache, metrics)
+    return Parts(s, wallet, not_created, sync, chain, blacklist, priority, prompt, synapses, store, cache, metrics,
+                 published)
+
+
+def _published_ip(s: MinerConfig) -> Optional[str]:
+    """The address to publish on a live network: `axon.external_ip`, else `axon.ip`, else (a bind to
+    every interface) this machine's public address, found now."""
+    if s.network.name == "dev" or not s.network.publish_axon:
+        return None
+    if s.axon.external_ip:
+        return s.axon.external_ip
+    return public_address() if s.axon.ip in UNSPECIFIED else s.axon.ip
 
 
 def store_setting(s: MinerConfig) -> str:
@@ -107,9 +124,25 @@ def _store(s: MinerConfig) -> Store:
                       sync_writes=c.sync_writes, max_callers=MAX_CALLERS)
 
 
-def check_serving(parts: Parts) -> None:
+def serving_marker(s: MinerConfig) -> Path:
+    """The file a serving miner keeps in its home: its pid and port (what `mode=validate` reads)."""
+    return Path(s.home).expanduser() / "run" / "serving.json"
+
+
+def check_serving(parts: Parts) -> list[str]:
     """What serving needs beyond the parts, checked without serving: the store opens (a writable
-    directory, a Redis that answers). Raises `ConfigError` naming `state.store`."""
+    directory, a Redis that answers) and the port is free. Raises `ConfigError` naming the key;
+    returns notes (the port is held by this home's own running miner)."""
+    notes = []
+    a = parts.settings.axon
+    try:
+        bind(a.ip, a.port).close()
+    except ConfigError:
+        running = _running(serving_marker(parts.settings))
+        if running is None or running.get("port") != a.port:
+            raise
+        notes.append(f"axon.port {a.port} is held by this home's running miner (pid {running['pid']}): stop it "
+                     "before serving this config, or choose another axon.port")
     try:
         parts.store.check()
     except Exception as exc:  # an unwritable home, an unreachable Redis
@@ -117,6 +150,15 @@ def check_serving(parts: Parts) -> None:
         raise ConfigError([ConfigProblem(key, f"cannot open it (got {store_setting(parts.settings)}: "
                                          f"{getattr(exc, 'reason', None) or exc}; expected a writable directory "
                                          "under home, or a reachable Redis)")]) from None
+    return notes
+
+
+def _running(marker: Path) -> Optional[dict]:
+    try:
+        running = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    return running if isinstance(running, dict) and alive(running.get("pid", 0)) else None
 
 
 def clear_cache(parts: Parts) -> int:

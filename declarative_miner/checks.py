@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any, Callable
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis.Redis.from_url reads
+UNSPECIFIED = ("0.0.0.0", "::")  # a bind to every interface: what to publish is found (chain/public_address.py)
 
 from .errors import ConfigError, ConfigProblem
 from .networks import parse_networks
@@ -44,6 +46,35 @@ def _is_network(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _public(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False  # localhost
+
+
+def live_network_problems(settings: MinerConfig) -> list[ConfigProblem]:
+    """What a live network refuses that the dev network allows: the dev wallet, a missing subnet, and
+    publishing an address validators cannot reach (a local subtensor, `network=local`, may publish any).
+    A loopback bind behind a proxy on the same host is fine: `axon.external_ip` says what to publish."""
+    network, axon, problems = settings.network, settings.axon, []
+    if network.netuid is None:
+        problems.append(ConfigProblem("network.netuid", f"missing (got none on {network.name}; expected the subnet "
+                                      "this miner serves: network.netuid=N)"))
+    dev_wallets = Path(settings.home).expanduser() / "dev" / "wallets"
+    if Path(settings.wallet.path).expanduser().absolute() == dev_wallets.absolute():
+        problems.append(ConfigProblem("wallet.path", f"the password-less dev wallet on {network.name} (got "
+                                      f"{settings.wallet.path}; expected your own: wallet=bittensor "
+                                      "wallet.name=COLDKEY wallet.hotkey=HOTKEY)"))
+    if network.publish_axon and network.name != "local":
+        key, published = ("axon.external_ip", axon.external_ip) if axon.external_ip else ("axon.ip", axon.ip)
+        if published not in UNSPECIFIED and _is_address(published) and not _public(published):
+            problems.append(ConfigProblem(key, f"not a public address (got {published}, which validators on "
+                                          f"{network.name} cannot reach; expected the address to publish: "
+                                          "axon.external_ip=YOUR.PUBLIC.IP, or network.publish_axon=false)"))
+    return problems
 
 
 def check(settings: MinerConfig) -> list[ConfigProblem]:
@@ -100,9 +131,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
          "network.name", network.name, "dev, finney, test, local or a ws:// endpoint")
     need(network.max_snapshot_age is None or network.max_snapshot_age > 0, "network.max_snapshot_age",
          network.max_snapshot_age, "seconds > 0, or null for 3 x sync_interval")
-    if network.name != "dev" and network.publish_axon and not axon.external_ip and axon.ip in ("0.0.0.0", "::"):
-        problems.append(ConfigProblem("axon.external_ip", f"missing (got axon.ip={axon.ip}, which validators cannot "
-                                      "reach; expected the public address to publish, or network.publish_axon=false)"))
+    if network.name != "dev":
+        problems.extend(live_network_problems(settings))
     need("_target_" in settings.prompt, "prompt._target_", None, "an import path to the prompt callable")
     evaluation = settings.eval
     need(evaluation.concurrency >= 1, "eval.concurrency", evaluation.concurrency, "at least 1")

@@ -11,6 +11,7 @@ from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import config
@@ -37,15 +38,33 @@ def fail(error: ConfigError) -> None:
 
 
 def _user_overrides(argv: list[str]) -> list[str]:
+    """The overrides that compose the miner's tree (Hydra's own settings left out, but where configs
+    are found)."""
     found, skip = [], False
     for token in argv:
         if skip:
             skip = False
         elif token in _VALUED_FLAGS:
             skip = True
-        elif not token.startswith("-") and not token.lstrip("+~").startswith(("hydra.", "hydra/")):
+        elif not token.startswith("-") and (token.startswith(config.SEARCH_PATH + "=") or
+                                            not token.lstrip("+~").startswith(("hydra.", "hydra/"))):
             found.append(token)
     return found
+
+
+def _config_dirs(argv: list[str]) -> list[str]:
+    return [value for flag, value in zip(argv, argv[1:]) if flag in ("--config-dir", "-cd")]
+
+
+def with_own_config(argv: list[str]) -> list[str]:
+    """`argv` with one `hydra.searchpath` that finds the operator's own configs: home/conf, then each
+    `--config-dir`, then what a `hydra.searchpath` override named. Nothing depends on the cwd."""
+    own = [t for t in argv if t.startswith(config.SEARCH_PATH + "=") or t.startswith("home=")]
+    merged = [t for t in config.with_search_path(own, _config_dirs(argv)) if t.startswith(config.SEARCH_PATH + "=")]
+    kept = [t for t in argv if not t.startswith(config.SEARCH_PATH + "=")]
+    # Beside the other overrides: Hydra's parser takes them in one run, not on both sides of a flag.
+    last = max((i for i, t in enumerate(kept) if t in _user_overrides(kept)), default=len(kept) - 1)
+    return kept[:last + 1] + merged + kept[last + 1:]
 
 
 def _prevalidate(argv: list[str]) -> None:
@@ -54,13 +73,38 @@ def _prevalidate(argv: list[str]) -> None:
         return
     overrides = _user_overrides(argv)
     try:
-        jobs = config.split_sweep(overrides) if {"-m", "--multirun"} & set(argv) else [overrides]
-        for job in jobs:
-            config.compose(job)
+        sweep = bool({"-m", "--multirun"} & set(argv))
+        jobs = config.split_sweep(overrides) if sweep else [overrides]
+        composed = [config.compose(job) for job in jobs]
+        if sweep:  # every job is checked, as mode=validate checks it, before any runs
+            problems = [problem for job, cfg in zip(jobs, composed) if cfg.mode == Mode.eval
+                        for problem in _eval_job_problems(job, cfg)]
+            if problems:
+                raise ConfigError(problems)
     except ConfigError as error:
         fail(error)
     except Exception as exc:  # a sweep syntax Hydra itself will report
         log.debug("pre-validation skipped: %s", exc)
+
+
+def _eval_job_problems(job: list[str], cfg: DictConfig) -> list:
+    """What building this `mode=eval` job would refuse (its model found, not loaded), each problem
+    named with the job's overrides."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from .build import build_parts
+    from .errors import ConfigProblem
+    from .eval.runner import offline
+
+    with tempfile.TemporaryDirectory() as scratch:
+        checking = OmegaConf.merge(offline(cfg, Path(scratch)), {"mode": "validate"})
+        try:
+            build_parts(config.to_settings(checking))
+        except ConfigError as error:
+            return [ConfigProblem(f"[{' '.join(job)}] {p.key}", p.message) for p in error.problems]
+    return []
 
 
 def _share_metrics(cfg: DictConfig) -> None:
@@ -76,7 +120,6 @@ def _share_metrics(cfg: DictConfig) -> None:
 @hydra.main(config_path=str(config.CONF_DIR), config_name=config.PRIMARY, version_base="1.3")
 def _job(cfg: DictConfig) -> Optional[float]:
     _share_metrics(cfg)
-    from .build import check_serving
     from .miner import Miner  # imported here so --help stays fast
 
     try:
@@ -84,14 +127,29 @@ def _job(cfg: DictConfig) -> Optional[float]:
             return _evaluate(cfg)
         miner = Miner(cfg)
         if miner.settings.mode.value == "validate":
-            check_serving(miner._parts)
+            for note in miner.check_serving():
+                print(f"declarative_miner: note: {note}")
             print("declarative_miner: the config is valid; it would run:")
             print(miner.summary())
             miner.close()
             return
         miner.run()
     except ConfigError as error:
-        fail(error)
+        hydra = HydraConfig.get()
+        if hydra.mode != RunMode.MULTIRUN:
+            fail(error)
+        # One job of a sweep: the others go on, the summary names this one, and the sweep exits 2.
+        print(f"declarative_miner: job {hydra.job.num} has problems:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        from .summary import record_failure
+
+        record_failure(Path(hydra.runtime.output_dir), list(hydra.overrides.task), str(error).replace("\n", "; "))
+        _failed_jobs.append(hydra.job.num)
+    return None
+
+
+_failed_jobs: list[int] = []  # jobs of this sweep that failed with config problems
 
 
 def _evaluate(cfg: DictConfig) -> float:
@@ -112,6 +170,24 @@ def _evaluate(cfg: DictConfig) -> float:
 def main() -> None:
     """Entry point of `python -m declarative_miner` and the `declarative-miner` script."""
     os.umask(PRIVATE_UMASK)  # wallets, caches and replay stores are the operator's alone
+    if {"--version", "-V"} & set(sys.argv[1:]):
+        print(f"declarative-miner {version()}")
+        return
     config.register()
+    sys.argv[1:] = with_own_config(sys.argv[1:])
     _prevalidate(sys.argv[1:])
     _job()
+    if _failed_jobs:
+        print(f"declarative_miner: {len(_failed_jobs)} job(s) of the sweep failed: {_failed_jobs}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def version() -> str:
+    """The installed package's version (the checkout's when run from it uninstalled)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("declarative-miner")
+    except PackageNotFoundError:
+        return "0+unknown"

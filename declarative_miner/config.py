@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import typing
@@ -20,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from . import schema
 from .errors import ConfigError, ConfigProblem
+from .files import default_home
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -61,25 +63,43 @@ def _compose(overrides: list[str]) -> DictConfig:
 def compose(overrides: Iterable[str] = ()) -> DictConfig:
     """Compose the tree from conf/miner.yaml plus Hydra overrides, or raise `ConfigError`
     listing every override that is wrong on its own (Hydra itself stops at the first)."""
-    overrides = list(overrides)
+    overrides = with_search_path(list(overrides))
     register()
     try:
         return _compose(overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        problems = []
-        if len(overrides) > 1:
+        problems, choices = [], []
+        where = [o for o in overrides if o.startswith(SEARCH_PATH + "=")]  # in every try: it finds the options
+        tried = [o for o in overrides if o not in where]
+        if len(tried) > 1:
             # Each override is tried with the group choices that are fine (`+recipe=llama` makes
             # `prompt.model` a key), so one bad override does not make others look wrong.
-            choices = [o for o in overrides if "." not in o.partition("=")[0] and _fails([o]) is None]
-            for single in overrides:
-                if (alone := _fails(choices + [single] if single not in choices else [single])) is not None:
+            choices = [o for o in tried if "." not in o.partition("=")[0] and _fails([o], where) is None]
+            for single in tried:
+                if (alone := _fails(choices + [single] if single not in choices else [single], where)) is not None:
                     problems += explain(alone, [single])
-        raise ConfigError(problems or explain(exc, overrides)) from None
+        raise ConfigError([_with_keys(p, choices + where) for p in problems or explain(exc, overrides)]) from None
 
 
-def _fails(overrides: list[str]) -> BaseException | None:
+def _with_keys(problem: ConfigProblem, fine: list[str]) -> ConfigProblem:
+    """An unknown key of an open group (`prompt`, a synapse, a rule), told with the keys it has."""
+    parent, _, name = problem.key.rpartition(".")
+    declared = _field_type(parent) if parent else dict
+    if not problem.message.startswith("unknown key") or not (declared is None or typing.get_origin(declared) is dict):
+        return problem
     try:
-        _compose(overrides)
+        node = OmegaConf.select(_compose(fine), parent)
+    except (HydraException, OmegaConfBaseException):
+        return problem
+    if not isinstance(node, DictConfig):
+        return problem
+    return ConfigProblem(problem.key, f"unknown key (got {name}; expected one of {', '.join(map(str, node.keys()))}, "
+                                      f"or +{problem.key}=... to add an argument {parent} takes)")
+
+
+def _fails(overrides: list[str], where: list[str]) -> BaseException | None:
+    try:
+        _compose(overrides + where)
     except (HydraException, OmegaConfBaseException) as exc:
         return exc
     return None
@@ -178,9 +198,33 @@ def explain(exc: BaseException, overrides: Sequence[str]) -> list[ConfigProblem]
 
 
 def split_sweep(overrides: Sequence[str]) -> list[list[str]]:
-    """The jobs a basic `-m` sweep over these overrides would run, each as plain overrides."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
+    """The jobs a basic `-m` sweep over these overrides would run (every combination of the swept
+    values, in order), each as plain overrides."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(job) for job in itertools.product(*choices)]
+
+
+SEARCH_PATH = "hydra.searchpath"
+OWN_CONFIG = "conf"  # the operator's own config directory, inside home
+
+
+def own_config_dir(overrides: Sequence[str] = ()) -> Path:
+    """Where the operator's own config lives: `home/conf` (home as overridden, else its default)."""
+    return Path(_override_value("home", overrides) or default_home()).expanduser() / OWN_CONFIG
+
+
+def with_search_path(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> list[str]:
+    """`overrides` with one `hydra.searchpath` naming, in order, the operator's own config directory
+    (when it exists), `config_dirs` (--config-dir) and what a `hydra.searchpath` override named."""
+    entries, rest = [], []
+    for text in overrides:
+        if text.lstrip("+~").startswith(SEARCH_PATH + "="):
+            entries += OverridesParser.create().parse_overrides([text])[0].value()
+        else:
+            rest.append(text)
+    own = own_config_dir(overrides)
+    paths = ([str(own)] if own.is_dir() else []) + [str(Path(d).expanduser().resolve()) for d in config_dirs]
+    entries = [f"file://{path}" for path in paths] + [e for e in entries if e not in (f"file://{p}" for p in paths)]
+    return rest + ([f"{SEARCH_PATH}=[{','.join(entries)}]"] if entries else [])

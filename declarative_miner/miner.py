@@ -18,9 +18,11 @@ from typing import Any, AsyncIterator, Callable, Mapping, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
-from .build import Parts, build_app, build_parts, check_serving, clear_cache, kind
+from .build import Parts, build_app, build_parts, check_serving, clear_cache, kind, serving_marker
+from .files import private_dir, write_private
 from .chain.metagraph import Metagraph
 from .config import compose, to_settings
+from .imports import Checked
 from .prompting import Prompting
 from .prompts.usage import Usage
 from .runtime.answers import CallKinds, as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
@@ -198,6 +200,7 @@ class Miner:
         finally:
             self._stop_metrics()
             sock.close()
+            serving_marker(self.settings).unlink(missing_ok=True)
 
     def _supervise(self, sock: socket.socket) -> None:
         from .errors import ConfigError, ConfigProblem
@@ -237,6 +240,7 @@ class Miner:
         self._server.socket.close()
         self._server = None
         self._stop_metrics()
+        serving_marker(self.settings).unlink(missing_ok=True)
 
     def __enter__(self) -> "Miner":
         self.run_in_background_thread()
@@ -282,15 +286,23 @@ class Miner:
         """Seconds a stop may take at most: the in-flight requests' deadline, and a second."""
         return self.settings.axon.request_timeout + 1.0
 
+    def check_serving(self) -> list[str]:
+        """What `mode=validate` checks beyond building: the store opens, the port is free (or held by
+        this home's own running miner: a note). Raises `ConfigError`; returns the notes."""
+        return check_serving(self._parts)
+
     def _prepare(self) -> socket.socket:
         """What comes before serving, once: check the store, clear the cache if asked, bind the
         port (a taken one is a clear error here), start the metrics listener, publish on chain."""
-        check_serving(self._parts)
+        self.check_serving()
         if self.settings.cache.clear and (cleared := clear_cache(self._parts)):
             log.info("Cleared %d stored prompts (cache.clear=true)", cleared)
         a = self.settings.axon
         sock = bind(a.ip, a.port)
         self._port = sock.getsockname()[1]
+        marker = serving_marker(self.settings)
+        private_dir(marker.parent)
+        write_private(marker, json.dumps({"pid": os.getpid(), "ip": a.ip, "port": self._port}))
         try:
             self._start_metrics()
         except BaseException:
@@ -339,11 +351,11 @@ class Miner:
             await aclose()
 
     def _publish(self) -> None:
-        a = self.settings.axon
-        if self.chain is None or not self.settings.network.publish_axon:
+        a, ip = self.settings.axon, self._parts.published_ip
+        if self.chain is None or ip is None:
             return
         try:
-            self.chain.publish(self.wallet, a.external_ip or a.ip, a.external_port or self.port)
+            self.chain.publish(self.wallet, ip, a.external_port or self.port)
         except Exception as exc:  # serving matters more: validators may still know the old endpoint
             log.error("Could not publish the endpoint on chain, serving anyway: %s", exc)
 
@@ -378,7 +390,7 @@ class Miner:
         """What `GET /health` answers: alive, and who this is (all of it public on chain)."""
         neuron = self.metagraph.by_hotkey(self.hotkey)
         return {"status": "ok", "hotkey": self.hotkey, "network": self.settings.network.name,
-                "netuid": self.settings.network.netuid, "registered": neuron is not None,
+                "netuid": self.settings.network.subnet, "registered": neuron is not None,
                 "uid": neuron.uid if neuron else None}
 
     def summary(self) -> str:
@@ -390,7 +402,7 @@ class Miner:
         formats = ", ".join({"btauth": "btauth/1", "v10": "v10", "epistula": "Epistula v2"}[f]
                             for f in s.axon.wire_formats)
         return "\n".join([
-            f"network    {s.network.name} (netuid {s.network.netuid}): {len(self.metagraph)} neurons",
+            f"network    {s.network.name} (netuid {s.network.subnet}): {len(self.metagraph)} neurons",
             f"wallet     {s.wallet.name}/{s.wallet.hotkey} -> " + (
                 f"not created yet ({', '.join(map(str, self.not_created))}): the first run creates it; "
                 "mode=validate creates nothing" if self.not_created else self.hotkey),
@@ -402,7 +414,8 @@ class Miner:
             f"cache      {cache}",
             "synapses   " + ", ".join(f"{name}{' (streamed)' if t.stream else ''} <- {t.answered_by}"
                                       for name, t in self.synapses.items()) + ", and the v10 ping /Synapse",
-            f"prompt     {s.prompt.get('_target_')}" + (f": {self._parts.prompt!r}" if self.usage else ""),
+            f"prompt     {s.prompt.get('_target_')}" + (f": {self._parts.prompt!r}" if self.usage or
+                                                         isinstance(self._parts.prompt, Checked) else ""),
         ])
 
     def close(self) -> None:

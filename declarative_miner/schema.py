@@ -16,6 +16,7 @@ from .files import DEFAULT_HOME, HOME_VARIABLE
 
 
 WIRE_FORMATS = ("v10", "epistula", "btauth")  # every wire format, in the order a request's headers are matched
+DEV_NETUID = 1  # the dev network's one subnet
 MAX_SHED_FOR = 60.0  # seconds an address is shed at most (axon.shed_for doubles up to it)
 
 
@@ -33,11 +34,16 @@ class OnHit(Enum):
 @dataclass
 class NetworkConfig:
     name: str = "dev"  # dev (embedded, no chain), finney, test, local, or a ws:// endpoint
-    netuid: int = 1  # the subnet this miner serves
+    netuid: Optional[int] = None  # the subnet this miner serves; required on every network but dev
     sync_interval: float = 4320.0  # seconds between metagraph refreshes (one tempo: 360 blocks x 12 s)
     max_snapshot_age: Optional[float] = None  # seconds; an older metagraph means 503 until a sync works (default 3 x sync_interval)
     publish_axon: bool = True  # live networks: put axon.external_ip/port on chain (ServeAxon) when it differs
     metagraph_file: str = "${home}/dev/metagraph.yaml"  # dev network only: neurons listed, uid = position
+
+    @property
+    def subnet(self) -> int:
+        """`netuid`, which the dev network may leave out (its one subnet is 1)."""
+        return self.netuid if self.netuid is not None else DEV_NETUID
 
 
 @dataclass

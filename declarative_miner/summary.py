@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -25,9 +26,24 @@ COLUMNS = ("job", "overrides", "requests", "answered", "errors", "p50_ms", "p95_
            "tokens_per_s", "cache_hits", "relevance", "exact", "contains")
 
 
+FAILED = "failed.json"  # what a job that failed left instead of its metrics
+
+
 def jobs(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """(job number, metrics) of each job of the sweep that wrote metrics, in job order."""
     paths = sorted(sweep_dir.glob(f"*/{METRICS}"), key=lambda p: (len(p.parent.name), p.parent.name))
+    return [(path.parent.name, json.loads(path.read_text())) for path in paths]
+
+
+def record_failure(output_dir: Path, overrides: Sequence[str], error: str) -> None:
+    """Leave, in a failed job's directory, what the summary names: its overrides and why it failed."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / FAILED).write_text(json.dumps({"overrides": list(overrides), "error": error}))
+
+
+def failures(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(job number, {overrides, error}) of each job of the sweep that failed, in job order."""
+    paths = sorted(sweep_dir.glob(f"*/{FAILED}"), key=lambda p: (len(p.parent.name), p.parent.name))
     return [(path.parent.name, json.loads(path.read_text())) for path in paths]
 
 
@@ -72,10 +88,12 @@ def _cell(value: Any) -> str:
 
 def write(sweep_dir: Path) -> Optional[str]:
     """Write summary.csv and summary.png into `sweep_dir`; returns the table (None: no eval jobs)."""
-    found = jobs(sweep_dir)
-    if not found:
+    found, failed = jobs(sweep_dir), failures(sweep_dir)
+    if not found and not failed:
         return None
-    table_rows = rows(found)
+    table_rows = rows(found) + [{**dict.fromkeys(COLUMNS), "job": job, "overrides": " ".join(f["overrides"]),
+                                 "errors": f"failed: {f['error']}"} for job, f in failed]
+    table_rows.sort(key=lambda row: (len(row["job"]), row["job"]))
     with open(sweep_dir / "summary.csv", "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
         writer.writeheader()
@@ -92,7 +110,7 @@ def _plot(found: Sequence[dict[str, Any]], path: Path) -> None:
         matplotlib.use("Agg")  # files only: no display needed
         from matplotlib import pyplot
     except ImportError:
-        log.warning("summary.png needs matplotlib: pip install 'declarative-miner[eval]'")
+        log.warning("summary.png needs matplotlib: pip install '.[eval]' in the clone")
         return
     figure, axes = pyplot.subplots(figsize=(8, 5))
     for row in found:
@@ -112,7 +130,20 @@ def _plot(found: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: after a `-m` sweep, summarise the jobs that ran `mode=eval`."""
+    """Hydra callback: after each job of a `-m` sweep, the summary of the `mode=eval` jobs so far (so a
+    job that fails leaves the others' summary, and its own failure named in it); printed at the end."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if config.hydra.mode is None or str(config.hydra.mode) != "RunMode.MULTIRUN":
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if job_return.status == JobStatus.FAILED:
+            try:
+                job_return.return_value  # noqa: B018 - a failed job's value is its exception, raised
+            except Exception as error:
+                record_failure(Path(config.hydra.runtime.output_dir), job_return.overrides,
+                               f"{type(error).__name__}: {error}")
+        write(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import bittensor as bt
 
 from .errors import ConfigError, ConfigProblem
+
+
+def btcli(command: str, *, name: str, hotkey: str, path: str, **options: object) -> str:
+    """A btcli command line (the btcli of bittensor 11, installed with it) for this wallet, printable
+    for an operator to run as it is."""
+    flags = "".join(f" --{key.replace('_', '-')} {shlex.quote(str(value))}" for key, value in options.items())
+    return (f"btcli {command}{flags} --wallet {shlex.quote(name)} --wallet-hotkey {shlex.quote(hotkey)} "
+            f"--wallet-path {shlex.quote(str(Path(path).expanduser()))}")
 
 
 def open_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:
@@ -24,8 +33,7 @@ def open_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:
             "wallet.hotkey",
             f"no hotkey file at {keyfile.path} (got wallet.name={name}, wallet.hotkey={hotkey}, "
             f"wallet.path={path}; expected an existing hotkey: create it with "
-            f"`btcli wallet new-hotkey --wallet.name {name} --wallet.hotkey {hotkey} "
-            f"--wallet.path {path}`)",
+            f"`{btcli('wallet new-hotkey', name=name, hotkey=hotkey, path=path)}`)",
         )])
     if keyfile.is_encrypted() and keyfile.env_var_name() not in os.environ and not sys.stdin.isatty():
         raise ConfigError([ConfigProblem(

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import bittensor as bt
 import pytest
@@ -64,7 +72,10 @@ def test_an_unregistered_hotkey_exits_naming_the_hotkey_the_netuid_and_how_to_re
     [problem] = caught.value.problems
     assert problem.key == "wallet.hotkey"
     assert f"hotkey {hotkeys['dev-miner'].ss58_address} is not registered on netuid 3" in problem.message
-    assert "btcli subnets register --netuid 3 --wallet.name dev-miner --wallet.hotkey default" in problem.message
+    command = re.search(r"`(btcli [^`]+)`", problem.message).group(1)
+    assert command.startswith("btcli subnets register --netuid 3 --network local --wallet dev-miner "
+                              "--wallet-hotkey default --wallet-path "), command
+    assert_btcli_takes(command)
 
 
 def test_the_endpoint_is_published_signed_by_the_hotkey_only_when_it_differs(live_miner, chain, hotkeys):
@@ -117,9 +128,55 @@ def test_an_unreachable_chain_at_start_is_a_clear_error(live_miner, chain):
         live_miner()
 
 
-def test_a_public_bind_without_an_external_ip_is_refused_before_anything_starts(home):
-    with pytest.raises(ConfigError, match="axon.external_ip: missing"):
-        Miner(compose([f"home={home}", "network=finney", "axon=public"]))
+def test_a_public_bind_with_no_address_found_names_the_key_before_dialling_the_chain(home, tmp_path, monkeypatch):
+    """No axon.external_ip and a bind to every interface: the public address is asked of echo
+    services (here one that answers garbage, and one that is down), and failing that, the key is named."""
+    from declarative_miner.chain import public_address
+    from declarative_miner.wallet import create_wallet
+
+    create_wallet("dev-miner", "default", str(tmp_path))
+    with _echo_service("not an address") as garbage:
+        monkeypatch.setattr(public_address, "SERVICES", (garbage, "http://127.0.0.1:9/down"))
+        with pytest.raises(ConfigError) as caught:
+            Miner(compose([f"home={home}", "network=finney", "network.netuid=3", f"wallet.path={tmp_path}",
+                           "axon=public"]))
+    [problem] = caught.value.problems
+    assert problem.key == "axon.external_ip" and "could not be found" in problem.message
+
+
+def test_a_public_bind_publishes_the_address_the_echo_service_reports(live_miner, chain, monkeypatch):
+    from declarative_miner.chain import public_address
+
+    with _echo_service("93.184.216.34") as echo:
+        monkeypatch.setattr(public_address, "SERVICES", (echo,))
+        with live_miner("axon=public", "axon.port=0", "axon.external_ip=null", "axon.external_port=9000"):
+            pass
+    [(call, _, _)] = chain.submitted
+    assert (call.params["ip"], call.params["port"]) == (int(ipaddress.ip_address("93.184.216.34")), 9000)
+
+
+@contextlib.contextmanager
+def _echo_service(answer: str):
+    """An HTTP server on loopback answering every GET with `answer`, as api.ipify.org does."""
+    import http.server
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_encrypted_hotkey_is_explained_not_prompted_for(home, tmp_path, monkeypatch):
@@ -140,10 +197,21 @@ def test_an_encrypted_hotkey_is_explained_not_prompted_for(home, tmp_path, monke
 
 def test_a_missing_wallet_names_the_path_and_the_btcli_command(home, tmp_path):
     with pytest.raises(ConfigError) as caught:
-        Miner(compose([f"home={home}", "network=local", f"wallet.path={tmp_path}", "wallet.name=nobody"]))
+        Miner(compose([f"home={home}", "network=local", "network.netuid=3", f"wallet.path={tmp_path}",
+                       "wallet.name=nobody"]))
     [problem] = caught.value.problems
     assert problem.key == "wallet.hotkey" and f"no hotkey file at {tmp_path}/nobody/hotkeys/default" in problem.message
-    assert "btcli wallet new-hotkey --wallet.name nobody --wallet.hotkey default" in problem.message
+    command = re.search(r"`(btcli [^`]+)`", problem.message).group(1)
+    assert command == f"btcli wallet new-hotkey --wallet nobody --wallet-hotkey default --wallet-path {tmp_path}"
+    assert_btcli_takes(command)
+
+
+def assert_btcli_takes(command: str) -> None:
+    """The command as printed runs: bittensor 11's own btcli accepts every flag (its --help form)."""
+    btcli = Path(sys.executable).parent / "btcli"
+    result = subprocess.run([str(btcli), *shlex.split(command)[1:], "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_miner_slower_to_build_than_its_snapshot_bound_refreshes_before_serving(make_miner, client_for):

@@ -75,7 +75,7 @@ def test_cross_field_problems_are_collected_with_build_problems(home):
         Miner(compose([f"home={home}", "axon.port=70000", "axon.max_concurrency=0",
                        "prompt._target_=nowhere.at_all", "+blacklist.rules.min_stake.bogus=1"]))
     keys = [p.key for p in caught.value.problems]
-    assert keys == ["axon.port", "axon.max_concurrency", "blacklist.rules.min_stake", "prompt._target_"]
+    assert keys == ["axon.port", "axon.max_concurrency", "blacklist.rules.min_stake.bogus", "prompt._target_"]
 
 
 def test_add_args_options_compose_the_same_tree_as_hydra_overrides():
@@ -176,8 +176,7 @@ def test_validate_checks_what_the_server_would_use(tmp_path, home, override, mes
 
 
 @pytest.mark.parametrize("override, message", [
-    ("prompt._target_=operator.add", "prompt._target_: operator.add does not take these arguments (got none; "
-                                     "missing a required argument: 'b')"),
+    ("prompt._target_=operator.add", "prompt.b: missing (got none; expected a value for b)"),
     ("priority.strategy=operator.not_", "priority.strategy: operator.not_ does not take these arguments (got none; "
                                         "too many positional arguments)"),
 ])

@@ -50,3 +50,31 @@ def test_the_installed_package_validates_a_recipe_like_the_checkout(installed, t
                   "+recipe=echo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "prompt     declarative_miner.prompts.echo.echo" in result.stdout
+
+
+def _own_config(directory: Path) -> None:
+    """An operator's config directory: a recipe of its own and an option of the prompt group."""
+    (directory / "recipe").mkdir(parents=True)
+    (directory / "prompt").mkdir()
+    (directory / "recipe" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - override /prompt: shout\n"
+                                                  "cache:\n  ttl: 30\n")
+    (directory / "prompt" / "shout.yaml").write_text("_target_: tests.prompts.async_upper\n")
+
+
+@pytest.mark.parametrize("how", ["home", "--config-dir", "hydra.searchpath"])
+def test_the_operators_own_recipe_and_group_option_work_from_any_directory(installed, tmp_path, how):
+    """The installed package, started from a directory that is not the clone (as pm2 and systemd do)."""
+    home, own, elsewhere = tmp_path / "home", tmp_path / "mine", tmp_path / "elsewhere"
+    _own_config(home / "conf" if how == "home" else own)
+    elsewhere.mkdir()
+    where = {"home": [], "--config-dir": ["--config-dir", str(own)],
+             "hydra.searchpath": [f"hydra.searchpath=[file://{own}]"]}[how]
+    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home), "PYTHONPATH": f"{installed}{os.pathsep}{ROOT}"}
+    for overrides in (["+recipe=mine"], ["prompt=shout"]):
+        result = subprocess.run([sys.executable, "-m", "declarative_miner", *where, *overrides, "mode=validate"],
+                                cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "prompt     tests.prompts.async_upper" in result.stdout
+    assert "ttl 30 s" in subprocess.run([sys.executable, "-m", "declarative_miner", *where, "+recipe=mine",
+                                         "mode=validate"], cwd=elsewhere, env=env, capture_output=True, text=True,
+                                        timeout=120).stdout

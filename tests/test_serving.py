@@ -16,13 +16,16 @@ from declarative_miner.prompting import Prompting
 
 from . import prompts
 from .conftest import gauge
+from .test_open_internet import read_response
 
 
 def _raw_request(port: int, head: str, timeout: float = 5.0) -> str:
     """Send raw HTTP head bytes (and no body) and return what the server answers."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head.encode())
-        return sock.recv(65536).decode()
+        status, headers, body = read_response(sock)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"HTTP/1.1 {status} \r\n{head}\r\n{body.decode()}"
 
 
 def test_a_validator_gets_the_echo_back(make_miner, client_for):

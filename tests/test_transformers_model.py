@@ -146,13 +146,6 @@ def test_an_unreachable_hub_is_asked_once_and_named(home, tmp_path):
     assert "retry" not in hub.stderr.lower() and len(hub.stderr.splitlines()) <= 3, hub.stderr
 
 
-def test_mode_validate_loads_the_model_and_names_it(home, tmp_path, tiny_model):
-    result = run_cli("+recipe=llama", f"prompt.model={tiny_model}", f"home={home}", "mode=validate", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert f"TransformersChat('{tiny_model}' on cpu" in result.stdout
-    assert "Loaded " in result.stdout and "parameters" in result.stdout  # the visible progress line
-
-
 def test_bad_generation_arguments_are_config_errors(home, tmp_path, tiny_model):
     result = run_cli("+recipe=llama", f"prompt.model={tiny_model}", "prompt.dtype=fp8", f"home={home}",
                      "mode=validate", cwd=tmp_path)

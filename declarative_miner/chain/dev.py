@@ -37,11 +37,7 @@ def prepare(home: str, wallet_name: str, wallet_hotkey: str, wallet_path: str,
     """
     private_dir(Path(home).expanduser())
     dev_dir = dev_wallets_dir(home)
-    miner_path = Path(wallet_path).expanduser()
-    if miner_path.resolve() == dev_dir.resolve():
-        miner = create_wallet(wallet_name, wallet_hotkey, str(dev_dir))
-    else:
-        miner = None
+    miner = create_wallet(wallet_name, wallet_hotkey, str(dev_dir)) if creates_wallet(home, wallet_path) else None
     validator = create_wallet(DEV_VALIDATOR, "default", str(dev_dir))
     path = Path(metagraph_file).expanduser()
     if path.exists():
@@ -54,6 +50,11 @@ def prepare(home: str, wallet_name: str, wallet_hotkey: str, wallet_path: str,
     private_dir(path.parent)
     write_private(path, _HEADER + yaml.safe_dump({"netuid": netuid, "neurons": neurons}, sort_keys=False))
     log.info("Wrote the dev metagraph %s (dev validator %s)", path, validator.hotkey.ss58_address)
+
+
+def creates_wallet(home: str, wallet_path: str) -> bool:
+    """Whether a first dev run creates the miner's wallet at `wallet_path` (only inside home's dev wallets)."""
+    return Path(wallet_path).expanduser().resolve() == dev_wallets_dir(home).resolve()
 
 
 def missing(wallet_name: str, wallet_hotkey: str, wallet_path: str, metagraph_file: str) -> list[Path]:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import bittensor as bt
 
 from ..errors import ConfigError, ConfigProblem
+from ..wallet import btcli
 from .metagraph import Metagraph, Neuron
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,14 @@ class LiveChain:
         """This miner's bittensor `MetagraphNeuron` in the newest read, or None."""
         return self.raw.by_hotkey(self.hotkey) if self.raw is not None else None
 
-    def require_registration(self, wallet_name: str, wallet_hotkey: str) -> None:
+    def require_registration(self, wallet_name: str, wallet_hotkey: str, wallet_path: str) -> None:
         """Raise a `ConfigError` with the way to register when this hotkey is not on the subnet."""
         if self.neuron() is None:
+            register = btcli("subnets register", name=wallet_name, hotkey=wallet_hotkey, path=wallet_path,
+                             netuid=self.netuid, network=self.network)
             raise ConfigError([ConfigProblem("wallet.hotkey", (
-                f"hotkey {self.hotkey} is not registered on netuid {self.netuid} of {self.subtensor.network} "
-                f"(expected a registered hotkey: `btcli subnets register --netuid {self.netuid} "
-                f"--wallet.name {wallet_name} --wallet.hotkey {wallet_hotkey} --network {self.subtensor.network}`)"))])
+                f"hotkey {self.hotkey} is not registered on netuid {self.netuid} of {self.network} "
+                f"(expected a registered hotkey: `{register}`)"))])
 
     def publish(self, wallet: bt.Wallet, ip: str, port: int) -> bool:
         """Put `ip:port` on chain with `ServeAxon`, signed by the hotkey, unless it is there

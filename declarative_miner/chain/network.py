@@ -22,10 +22,13 @@ def open_miner_wallet(s: MinerConfig) -> tuple[Any, list[Path]]:
     nothing: it validates with an in-memory stand-in hotkey instead)."""
     if s.network.name == "dev" and s.mode == Mode.validate:
         missing = dev.missing(s.wallet.name, s.wallet.hotkey, s.wallet.path, s.network.metagraph_file)
+        if not dev.creates_wallet(s.home, s.wallet.path):  # serving needs this wallet to exist: so does this
+            metagraph = Path(s.network.metagraph_file).expanduser()
+            return open_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path), [p for p in missing if p == metagraph]
         if missing:
             return dev.StandInWallet(), missing
     elif s.network.name == "dev":
-        dev.prepare(s.home, s.wallet.name, s.wallet.hotkey, s.wallet.path, s.network.metagraph_file, s.network.netuid)
+        dev.prepare(s.home, s.wallet.name, s.wallet.hotkey, s.wallet.path, s.network.metagraph_file, s.network.subnet)
     return open_wallet(s.wallet.name, s.wallet.hotkey, s.wallet.path), []
 
 
@@ -34,16 +37,16 @@ def connect(s: MinerConfig, hotkey: str, subtensor: Any, stand_in: bool) -> tupl
     `subtensor` is used when given (and then never closed here); else one is opened."""
     network = s.network
     if network.name == "dev":
-        load = (lambda: dev.empty_metagraph(network.netuid)) if stand_in else \
-            (lambda: dev.load_metagraph(network.metagraph_file, network.netuid))
+        load = (lambda: dev.empty_metagraph(network.subnet)) if stand_in else \
+            (lambda: dev.load_metagraph(network.metagraph_file, network.subnet))
         return MetagraphSync(load, network.sync_interval), None
-    chain = LiveChain(network.name, network.netuid, hotkey, subtensor)
+    chain = LiveChain(network.name, network.subnet, hotkey, subtensor)
     try:
         sync = MetagraphSync(chain.load, network.sync_interval)
     except Exception as exc:
         chain.close()
-        raise ConfigError([ConfigProblem("network.name", f"cannot read netuid {network.netuid} from "
+        raise ConfigError([ConfigProblem("network.name", f"cannot read netuid {network.subnet} from "
                                          f"{network.name} (got {type(exc).__name__}: {exc}; expected a "
                                          "reachable network where the subnet exists)")]) from None
-    chain.require_registration(s.wallet.name, s.wallet.hotkey)
+    chain.require_registration(s.wallet.name, s.wallet.hotkey, s.wallet.path)
     return sync, chain

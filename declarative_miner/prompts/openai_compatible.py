@@ -19,7 +19,7 @@ from .usage import Usage
 try:
     import openai
 except ImportError as exc:
-    raise MissingDependency("the openai prompt", exc.name, "pip install 'declarative-miner[openai]'") from exc
+    raise MissingDependency("the openai prompt", exc.name, "pip install '.[openai]' in the clone (README: Models)") from exc
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,16 @@ class OpenAICompatible:
         system_prompt: a system message put first when the request carries none.
         extra_body: server-specific fields merged into each request (e.g. vLLM's `top_k`).
         timeout: seconds to connect and between streamed chunks.
+        api_key: refused: a key belongs in the environment (`api_key_env`), never in YAML or a log.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", max_tokens: int = 256,
                  temperature: float = 0.0, top_p: float = 1.0, system_prompt: Optional[str] = None,
-                 extra_body: Optional[dict[str, Any]] = None, timeout: float = 30.0):
+                 extra_body: Optional[dict[str, Any]] = None, timeout: float = 30.0, api_key: None = None):
+        if api_key is not None:
+            raise BadArgument("api_key", f"a key is never written in the config (got a value; expected it in the "
+                                         f"environment variable prompt.api_key_env names: {api_key_env}=... before "
+                                         "the command, or in the service's EnvironmentFile)")
         if not base_url.startswith(("http://", "https://")):
             raise BadArgument("base_url", f"not a URL (got {base_url!r}; expected http(s)://host:port/v1)")
         if max_tokens < 1:

@@ -19,9 +19,9 @@ from .usage import Usage
 
 try:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 except ImportError as exc:
-    raise MissingDependency("the transformers prompt", exc.name, "pip install 'declarative-miner[llama]'") from exc
+    raise MissingDependency("the transformers prompt", exc.name, "pip install '.[llama]' in the clone (README: Models)") from exc
 import jinja2  # noqa: E402  (installed with transformers, so imported after the check that names the extra)
 from huggingface_hub import constants as hub_constants  # noqa: E402  (a dependency of transformers)
 
@@ -55,11 +55,7 @@ class TransformersChat:
     def __init__(self, model: str, revision: Optional[str] = None, dtype: str = "auto", device: str = "auto",
                  threads: Optional[int] = None, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, system_prompt: Optional[str] = None):
-        _require(dtype in DTYPES, "dtype", dtype, ", ".join(DTYPES))
-        _require(max_new_tokens >= 1, "max_new_tokens", max_new_tokens, "at least 1")
-        _require(temperature >= 0, "temperature", temperature, "0 (greedy) or more")
-        _require(0 < top_p <= 1, "top_p", top_p, "a probability in (0, 1]")
-        _require(threads is None or threads >= 1, "threads", threads, "at least 1, or null")
+        _check_arguments(dtype, max_new_tokens, temperature, top_p, threads)
         self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.device = _device(device)
         self.max_new_tokens, self.system_prompt = max_new_tokens, system_prompt
@@ -75,6 +71,16 @@ class TransformersChat:
         self.name = model
         log.info("Loaded %s in %.1f s: %s parameters, context %s tokens", model,
                  time.perf_counter() - started, f"{self.model.num_parameters():,}", self.context)
+
+    @classmethod
+    def check(cls, model: str, revision: Optional[str] = None, dtype: str = "auto", device: str = "auto",
+              threads: Optional[int] = None, max_new_tokens: int = 256, temperature: float = 0.0,
+              top_p: float = 1.0, system_prompt: Optional[str] = None) -> None:
+        """What the constructor checks, and the model found (its config and tokenizer, locally or on the
+        hub, with a chat template), without loading its weights: `mode=validate`."""
+        _check_arguments(dtype, max_new_tokens, temperature, top_p, threads)
+        _device(device)
+        _load(model, revision, DTYPES[dtype], "cpu", weights=False)
 
     def __repr__(self) -> str:
         return (f"TransformersChat({self.name!r} on {self.device}, {self.threads} CPU threads, "
@@ -182,6 +188,15 @@ class _WhenSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+def _check_arguments(dtype: str, max_new_tokens: int, temperature: float, top_p: float,
+                     threads: Optional[int]) -> None:
+    _require(dtype in DTYPES, "dtype", dtype, ", ".join(DTYPES))
+    _require(max_new_tokens >= 1, "max_new_tokens", max_new_tokens, "at least 1")
+    _require(temperature >= 0, "temperature", temperature, "0 (greedy) or more")
+    _require(0 < top_p <= 1, "top_p", top_p, "a probability in (0, 1]")
+    _require(threads is None or threads >= 1, "threads", threads, "at least 1, or null")
+
+
 def _require(ok: bool, argument: str, got: Any, expected: str) -> None:
     if not ok:
         raise BadArgument(argument, f"out of range (got {got}; expected {expected})")
@@ -213,8 +228,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _load(model: str, revision: Optional[str], dtype: Any, device: str) -> tuple[Any, Any]:
-    """Tokenizer and model, or a `BadArgument` saying where the model was looked for and what to do."""
+def _load(model: str, revision: Optional[str], dtype: Any, device: str, weights: bool = True) -> tuple[Any, Any]:
+    """Tokenizer and model (with `weights` off, the model's config only), or a `BadArgument` saying
+    where the model was looked for and what to do."""
     local = Path(model).expanduser()
     looks_local = model.startswith(("/", ".", "~")) or local.exists()
     if looks_local and not (local / "config.json").is_file():
@@ -225,8 +241,9 @@ def _load(model: str, revision: Optional[str], dtype: Any, device: str) -> tuple
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_local else model, revision=revision,
                                                   local_files_only=offline)
-        loaded = AutoModelForCausalLM.from_pretrained(str(local) if looks_local else model, revision=revision,
-                                                      dtype=dtype, local_files_only=offline)
+        where = str(local) if looks_local else model
+        loaded = AutoModelForCausalLM.from_pretrained(where, revision=revision, dtype=dtype, local_files_only=offline) \
+            if weights else AutoConfig.from_pretrained(where, revision=revision, local_files_only=offline)
     except OSError as exc:
         if offline:
             raise BadArgument("model", f"cannot load it (got {model}: the hub at {hub_constants.ENDPOINT} is "
@@ -242,4 +259,4 @@ def _load(model: str, revision: Optional[str], dtype: Any, device: str) -> tuple
     if not tokenizer.chat_template:
         raise BadArgument("model", f"its tokenizer has no chat template (got {model}; expected a chat/instruct "
                                    "model, or a chat_template.jinja beside the tokenizer)")
-    return tokenizer, loaded.to(device).eval()
+    return tokenizer, loaded.to(device).eval() if weights else loaded

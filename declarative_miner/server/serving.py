@@ -42,7 +42,9 @@ def uvicorn_config(app: Any, connections: Optional[Connections], *, header_timeo
 def bind(host: str, port: int) -> socket.socket:
     """A socket listening on host:port (0: any free port), or a `ConfigError` naming `axon.port`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each accepted connection (it looks at the
+    # socket's proto): without it a response's head and body, written apart, wait on a delayed ACK (40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # `::` serves IPv4 callers too

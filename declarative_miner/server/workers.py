@@ -136,7 +136,7 @@ def supervise(app: Any, sock: socket.socket, workers: int, uvicorn_settings: dic
         WorkerFailed: a worker could not start (its reason, as it gave it).
     """
     settings = {k: v for k, v in uvicorn_settings.items() if k != "app"}
-    worker_class = type("MinerWorker", (_Worker,), {"CONFIG_KWARGS": {**settings, "loop": "asyncio"}})
+    worker_class = type("MinerWorker", (_Worker,), {"CONFIG_KWARGS": settings})
     read_end, write_end = os.pipe()
     parent = os.getpid()
     options = {"bind": [f"fd://{sock.detach()}"],  # gunicorn closes the descriptor it is given: hand it over
