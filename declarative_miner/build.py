@@ -24,7 +24,7 @@ from .chain.sync import MetagraphSync
 from .chain.public_address import public_address
 from .checks import UNSPECIFIED, Problems, check
 from .errors import ConfigError, ConfigProblem
-from .imports import build
+from .imports import Checked, build, locate
 from .policies.blacklist import Blacklist, build_blacklist
 from .policies.priority import build_priority
 from .processes import alive
@@ -40,7 +40,7 @@ from .server.request_log import RequestLog
 from .server.shedding import Shedding
 from .state import Store, kind_of, open_store
 from .state.stores import CULL_INTERVAL
-from .synapses import Synapse, build_synapses
+from .synapses import Synapse, build_synapses, check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,11 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
     prompt = problems.attempt(lambda: build(s.prompt.get("_target_", ""), {k: v for k, v in s.prompt.items()
                                                                            if k != "_target_"}, "prompt._target_",
                                             called_with=("request",), checking=s.mode == Mode.validate))
-    synapses = problems.attempt(lambda: build_synapses(s.synapses))
+    synapses = problems.attempt(lambda: build_synapses(s.synapses, s.types))
+    for name, synapse in (synapses or {}).items() if prompt is not None else ():
+        if synapse.answer is None:  # answered by the prompt: its arguments bind to the prompt's call
+            problems.attempt(lambda: check_arguments(locate(prompt.path) if isinstance(prompt, Checked) else prompt,
+                                                     synapse.arguments, f"synapses.{name}.arguments"))
     problems.raise_if_any()
     if s.axon.replay_store is not None:
         log.warning("axon.replay_store is deprecated and goes in a later release: say state.store=%s", store_setting(s))
@@ -131,18 +135,22 @@ def serving_marker(s: MinerConfig) -> Path:
 
 def check_serving(parts: Parts) -> list[str]:
     """What serving needs beyond the parts, checked without serving: the store opens (a writable
-    directory, a Redis that answers) and the port is free. Raises `ConfigError` naming the key;
-    returns notes (the port is held by this home's own running miner)."""
+    directory, a Redis that answers) and the ports are free. Raises `ConfigError` naming the key;
+    returns notes (a port is held by this home's own running miner)."""
+    s = parts.settings
+    listeners = [("axon.port", s.axon.ip, s.axon.port)]
+    if s.metrics.port is not None:
+        listeners.append(("metrics.port", s.metrics.host, s.metrics.port))
+    running = _running(serving_marker(s)) or {}
     notes = []
-    a = parts.settings.axon
-    try:
-        bind(a.ip, a.port).close()
-    except ConfigError:
-        running = _running(serving_marker(parts.settings))
-        if running is None or running.get("port") != a.port:
-            raise
-        notes.append(f"axon.port {a.port} is held by this home's running miner (pid {running['pid']}): stop it "
-                     "before serving this config, or choose another axon.port")
+    for key, host, port in listeners:
+        try:
+            bind(host, port, key).close()
+        except ConfigError:
+            if not port or running.get(key) != port:
+                raise
+            notes.append(f"{key} {port} is held by this home's running miner (pid {running['pid']}): stop it "
+                         f"before serving this config, or choose another {key}")
     try:
         parts.store.check()
     except Exception as exc:  # an unwritable home, an unreachable Redis

@@ -1,8 +1,10 @@
-"""The validator side: sign a prompt with a hotkey, send it to a miner, read the answer.
+"""The validator side: sign a request with a hotkey, send it to a miner, read the answer.
 
     python -m declarative_miner.client "What is 2+2?"           # the dev validator -> the dev miner
-    python -m declarative_miner.client "Hi" --host 1.2.3.4 --port 8091 --wallet.name v --wallet.hotkey h
+    python -m declarative_miner.client "Hi" --host 1.2.3.4 --port 8091 --wallet v --wallet-hotkey h
     python -m declarative_miner.client "Hi" --wire-format v10                 # as a bittensor 10 Dendrite
+    python -m declarative_miner.client "Hi" --wire-format epistula           # Epistula v2
+    python -m declarative_miner.client --synapse Dummy '{"dummy_input": 21}'  # any declared type
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bittensor import http_auth
 
 from .chain.dev import DEV_VALIDATOR
 from .files import default_home
-from .auth import v10
+from .auth import epistula, v10
 
 PROMPT_PATH = "/Prompting"
 STREAM_PATH = "/StreamPrompting"
@@ -36,6 +38,7 @@ class Reply:
     reason: Optional[str] = None
     headers: dict = field(default_factory=dict)
     chunks: list = field(default_factory=list)  # streamed replies: the chunks as they arrived
+    fields: dict = field(default_factory=dict)  # the whole JSON answer (a declared type's outputs and inputs)
 
     @property
     def ok(self) -> bool:
@@ -74,30 +77,33 @@ class MinerClient:
         response = self.http.post(path, content=body, headers=headers)
         return _reply(response)
 
+    def signed(self, path: str, fields: dict, wire_format: str = "btauth",
+               hash_fields: Sequence[str] = ()) -> tuple[dict[str, str], bytes]:
+        """Headers and body of a request carrying `fields` to `path` (`/<type>`), signed in `wire_format`:
+        btauth (bittensor 11), v10 (as a bittensor 10 Dendrite, covering `hash_fields`) or epistula (v2)."""
+        if wire_format == "v10":
+            return v10.sign_synapse(self.signer, receiver=self.miner_hotkey(), name=path.lstrip("/"), fields=fields,
+                                    hash_fields=tuple(hash_fields), uuid=self.uuid)
+        body = json.dumps(fields).encode()
+        if wire_format == "epistula":
+            return epistula.sign(self.signer, body, self.miner_hotkey()), body
+        return self.signed_headers(body, path), body
+
+    def request(self, path: str, fields: dict, wire_format: str = "btauth", hash_fields: Sequence[str] = ()) -> Reply:
+        """Sign and send a request of any declared type; `Reply.fields` holds the typed answer."""
+        headers, body = self.signed(path, fields, wire_format, hash_fields)
+        return self.send(body, headers, path)
+
     def prompt(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None,
                wire_format: str = "btauth") -> Reply:
-        """Sign and send one chat; `roles` default to "user" for every message.
-
-        `wire_format="v10"` sends it as a bittensor 10 Dendrite would (same port, same route).
-        """
-        roles = list(roles) if roles is not None else ["user"] * len(messages)
-        if wire_format == "v10":
-            headers, body = v10.sign(self.signer, receiver=self.miner_hotkey(), roles=roles,
-                                     messages=list(messages), uuid=self.uuid)
-            return self.send(body, headers)
-        body = json.dumps({"roles": roles, "messages": list(messages)}).encode()
-        return self.send(body, self.signed_headers(body))
+        """Sign and send one chat; `roles` default to "user" for every message. Any wire format
+        is served on the same port and route."""
+        return self.request(PROMPT_PATH, _chat(messages, roles), wire_format, ("messages",))
 
     def stream(self, messages: Sequence[str], roles: Optional[Sequence[str]] = None, wire_format: str = "btauth",
                on_chunk: Callable[[str], None] = lambda chunk: None) -> Reply:
         """Like `prompt`, from `/StreamPrompting`: `on_chunk` sees each chunk as it arrives."""
-        roles = list(roles) if roles is not None else ["user"] * len(messages)
-        if wire_format == "v10":
-            headers, body = v10.sign(self.signer, receiver=self.miner_hotkey(), roles=roles,
-                                     messages=list(messages), uuid=self.uuid)
-        else:
-            body = json.dumps({"roles": roles, "messages": list(messages)}).encode()
-            headers = self.signed_headers(body, STREAM_PATH)
+        headers, body = self.signed(STREAM_PATH, _chat(messages, roles), wire_format, ("messages",))
         with self.http.stream("POST", STREAM_PATH, content=body, headers=headers) as response:
             if response.status_code != 200:
                 response.read()
@@ -113,6 +119,10 @@ class MinerClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _chat(messages: Sequence[str], roles: Optional[Sequence[str]]) -> dict:
+    return {"roles": list(roles) if roles is not None else ["user"] * len(messages), "messages": list(messages)}
 
 
 def _events(lines: Iterator[str], reply: Reply) -> Iterator[str]:
@@ -132,21 +142,30 @@ def _events(lines: Iterator[str], reply: Reply) -> Iterator[str]:
             event = "message"
 
 
+WIRE_FORMATS = {"btauth": "btauth/1 (bittensor 11)", "v10": "a bittensor 10 Dendrite's", "epistula": "Epistula v2"}
+
+
 def _parser() -> argparse.ArgumentParser:
     home = default_home()
     parser = argparse.ArgumentParser(prog="python -m declarative_miner.client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("message", nargs="+", help="the message(s) to send, in order")
+    parser.add_argument("message", nargs="+", help="the message(s) to send, in order; with --synapse, the "
+                                                   "request's fields as one JSON object")
+    parser.add_argument("--synapse", metavar="NAME", help="send a request of this declared type (POST /NAME) and "
+                                                          "print its whole answer as JSON")
+    parser.add_argument("--hash-fields", default="", help="with --synapse and --wire-format v10: the fields the "
+                                                          "type's body hash covers, comma-separated")
     parser.add_argument("--role", default="user", help="the role of every message (default: user)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8091)
     parser.add_argument("--receiver", help="the miner's hotkey (default: ask its /health)")
-    parser.add_argument("--wire-format", choices=["btauth", "v10"], default="btauth",
-                        help="btauth/1 (bittensor 11) or a bittensor 10 Dendrite's wire format")
+    parser.add_argument("--wire-format", choices=list(WIRE_FORMATS), default="btauth",
+                        help="; ".join(f"{name}: {what}" for name, what in WIRE_FORMATS.items()))
     parser.add_argument("--stream", action="store_true", help="print the answer as it streams")
-    parser.add_argument("--wallet.name", dest="wallet_name", default=DEV_VALIDATOR)
-    parser.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
-    parser.add_argument("--wallet.path", dest="wallet_path", default=f"{home}/dev/wallets")
+    # As bittensor 11's btcli names them (the older dotted spellings still work).
+    parser.add_argument("--wallet", "--wallet.name", dest="wallet_name", default=DEV_VALIDATOR)
+    parser.add_argument("--wallet-hotkey", "--wallet.hotkey", dest="wallet_hotkey", default="default")
+    parser.add_argument("--wallet-path", "--wallet.path", dest="wallet_path", default=f"{home}/dev/wallets")
     return parser
 
 
@@ -159,7 +178,7 @@ def _reply(response: httpx.Response) -> Reply:
         data = {"error": "not a JSON object", "reason": response.text[:200]}
     # btauth/1 errors say {"error", "reason"}; v10 ones say {"message"}, which starts with the error.
     return Reply(response.status_code, data.get("completion"), data.get("error"),
-                 data.get("reason", data.get("message")), dict(response.headers))
+                 data.get("reason", data.get("message")), dict(response.headers), fields=data)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -174,6 +193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     client = MinerClient(wallet.hotkey, args.host, args.port, args.receiver)
     try:
+        if args.synapse:
+            return _send_declared(client, args)
         roles = [args.role] * len(args.message)
         if args.stream:
             reply = client.stream(args.message, roles, args.wire_format, lambda c: print(c, end="", flush=True))
@@ -192,6 +213,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     said = f"{reply.error}: {reply.reason}" if reply.error else reply.reason or "(no reason given)"
     print(f"{reply.status} {said}", file=sys.stderr)
+    return 1
+
+
+def _send_declared(client: MinerClient, args: argparse.Namespace) -> int:
+    try:
+        fields = json.loads(" ".join(args.message))
+    except ValueError as exc:
+        print(f"error: the fields are not JSON ({exc})", file=sys.stderr)
+        return 2
+    if not isinstance(fields, dict):
+        print("error: the fields must be one JSON object, such as '{\"dummy_input\": 21}'", file=sys.stderr)
+        return 2
+    hash_fields = [f for f in args.hash_fields.split(",") if f]
+    reply = client.request(f"/{args.synapse}", fields, args.wire_format, hash_fields)
+    if reply.ok:
+        print(json.dumps(reply.fields, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{reply.status} {reply.error}: {reply.reason}" if reply.error else f"{reply.status} {reply.reason}",
+          file=sys.stderr)
     return 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import gc
@@ -23,7 +24,7 @@ from .files import private_dir, write_private
 from .chain.metagraph import Metagraph
 from .config import compose, to_settings
 from .imports import Checked
-from .prompting import Prompting
+from .prompting import Prompting, json_default
 from .prompts.usage import Usage
 from .runtime.answers import CallKinds, as_prompt_failure, chunks_of, completion_of, in_thread, outputs_of
 from .runtime.threads import DaemonThreadPool
@@ -120,11 +121,14 @@ class Miner:
         """Fill `request`'s outputs as its type declares: `prompt` through `_prompt`, any other
         callable through the cache too (its outputs kept as JSON)."""
         if synapse.answer is None:
+            _answering.set(synapse)
             return await self._prompt(request)
 
         async def answer() -> str:
             with as_prompt_failure():
-                return json.dumps(outputs_of(await self._call(synapse.answer, request), synapse, request))
+                outputs = outputs_of(await self._call(synapse.answer, request, **synapse.arguments_of(request)),
+                                     synapse, request)
+                return json.dumps(outputs, default=json_default)
 
         for name, value in json.loads(await self.cache.run(self._key(synapse, request), answer)).items():
             setattr(request, name, value)
@@ -133,11 +137,15 @@ class Miner:
     async def _answer_stream(self, synapse: Synapse, request: Any) -> AsyncIterator[str]:
         """`_answer`, chunk by chunk as the answer yields them (for a type that streams its one text
         output); the cache sees the whole text."""
-        answer = self.prompt if synapse.answer is None else synapse.answer
+        if synapse.answer is None:
+            answer, arguments = self.prompt, {}
+            _answering.set(synapse)
+        else:
+            answer, arguments = synapse.answer, synapse.arguments_of(request)
 
         async def chunks() -> AsyncIterator[str]:
             with as_prompt_failure():
-                produced = chunks_of(await self._call(answer, request), self._executor)
+                produced = chunks_of(await self._call(answer, request, **arguments), self._executor)
                 async with contextlib.aclosing(produced):
                     async for chunk in produced:
                         yield chunk
@@ -151,17 +159,20 @@ class Miner:
 
         Returns a completion (`str`), the filled `synapse`, or a generator of text chunks.
         Subclasses may override this with a plain or an async method; a plain one runs in a
-        worker thread so it never blocks the server.
+        worker thread so it never blocks the server. The request type's declared `arguments` (a
+        request's `max_tokens`, say) reach the configured callable as keyword arguments.
         """
-        return await self._call(self._parts.prompt, synapse)
+        synapse_type = _answering.get()
+        arguments = synapse_type.arguments_of(synapse) if synapse_type is not None else {}
+        return await self._call(self._parts.prompt, synapse, **arguments)
 
-    async def _call(self, fn: Callable, synapse: Prompting) -> Any:
+    async def _call(self, fn: Callable, synapse: Prompting, **arguments: Any) -> Any:
         kind = self._kind_of(fn)
         if kind == "coroutine":
-            return await fn(synapse)
+            return await fn(synapse, **arguments)
         if kind == "async generator":
-            return fn(synapse)  # creating an async generator runs none of it: no thread needed
-        result = await in_thread(self._executor, fn, synapse)
+            return fn(synapse, **arguments)  # creating an async generator runs none of it: no thread needed
+        result = await in_thread(self._executor, functools.partial(fn, **arguments) if arguments else fn, synapse)
         return await result if inspect.isawaitable(result) else result
 
     def blacklist(self, synapse: Prompting) -> tuple[bool, str]:
@@ -300,14 +311,15 @@ class Miner:
         a = self.settings.axon
         sock = bind(a.ip, a.port)
         self._port = sock.getsockname()[1]
-        marker = serving_marker(self.settings)
-        private_dir(marker.parent)
-        write_private(marker, json.dumps({"pid": os.getpid(), "ip": a.ip, "port": self._port}))
         try:
             self._start_metrics()
         except BaseException:
             sock.close()
             raise
+        marker = serving_marker(self.settings)
+        private_dir(marker.parent)
+        write_private(marker, json.dumps({"pid": os.getpid(), "axon.port": self._port,
+                                          "metrics.port": self.metrics_port}))
         self._publish()
         return sock
 
@@ -431,6 +443,9 @@ def _not_started(app: MinerApp) -> Exception:
 
     return ConfigError([ConfigProblem("prompt", f"the miner could not start serving (got {app.startup_failure}; "
                                                 "expected a start-up that succeeds: see the log above)")])
+
+
+_answering: contextvars.ContextVar[Optional[Synapse]] = contextvars.ContextVar("answering", default=None)
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -35,10 +36,7 @@ class Prompting:
 
     def chat(self, system_prompt: Optional[str] = None) -> list[dict[str, str]]:
         """The request as chat-template messages, `system_prompt` first unless a system message leads."""
-        chat = [{"role": role, "content": text} for role, text in zip(self.roles, self.messages)]
-        if system_prompt and (not chat or chat[0]["role"] != "system"):
-            chat.insert(0, {"role": "system", "content": system_prompt})
-        return chat
+        return chat_of(self, system_prompt)
 
     def check(self) -> None:
         """What the declared field types cannot say: a chat is roles paired with messages."""
@@ -46,6 +44,22 @@ class Prompting:
             raise MalformedBody("'messages' must hold at least one message")
         if len(self.roles) != len(self.messages):
             raise MalformedBody(f"'roles' has {len(self.roles)} entries but 'messages' has {len(self.messages)}")
+
+
+def chat_of(request: Any, system_prompt: Optional[str] = None) -> list[dict[str, str]]:
+    """Any request with `roles` and `messages` (the seed's Prompting, or a type declared with them) as
+    chat-template messages, `system_prompt` first unless a system message leads."""
+    chat = [{"role": role, "content": text} for role, text in zip(request.roles, request.messages)]
+    if system_prompt and (not chat or chat[0]["role"] != "system"):
+        chat.insert(0, {"role": "system", "content": system_prompt})
+    return chat
+
+
+def json_default(value: Any) -> Any:
+    """What JSON makes of what it has no form for: bytes as base64 text (as field_types' bytes)."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def decode_json(raw: bytes) -> dict:

@@ -120,12 +120,13 @@ class CacheConfig:
 @dataclass
 class SynapseConfig:
     # One request type, answered on POST /<its name> (see declarative_miner/synapses.py).
-    inputs: Dict[str, Any] = field(default_factory=dict)  # field -> type (str, int, float, bool, list[T], dict[str, T], optional[T]) or {type, default}
-    outputs: Dict[str, str] = field(default_factory=dict)  # field -> type: what the answer fills
+    inputs: Dict[str, Any] = field(default_factory=dict)  # field -> type (see declarative_miner/field_types.py) or {type, default}
+    outputs: Dict[str, Any] = field(default_factory=dict)  # field -> type: what the answer fills
     hash_fields: List[str] = field(default_factory=list)  # inputs a v10 body hash covers (the synapse's required_hash_fields)
     stream: bool = False  # send the answer as it is produced (one str output)
     answer: Any = "prompt"  # prompt (the prompt group, through Miner.prompt) or {_target_: import path, ...arguments}
     request_class: Optional[str] = None  # import path of the dataclass a request is made as; null: one made from the fields
+    arguments: Dict[str, str] = field(default_factory=dict)  # input field -> the answering callable's keyword argument (e.g. max_tokens: max_new_tokens)
 
 
 @dataclass
@@ -154,6 +155,7 @@ class MinerConfig:
     # Values are SynapseConfig's keys, checked by synapses.build_synapses: kept Any so that a type can
     # be added from the command line (+synapses.Dummy.inputs.x=int) as well as from YAML.
     synapses: Dict[str, Any] = field(default_factory=dict)  # the request types answered, by name
+    types: Dict[str, Any] = field(default_factory=dict)  # object types request fields name: Name -> {field: type}
     prompt: Dict[str, Any] = field(default_factory=dict)  # _target_ and keyword arguments of the prompt
     eval: EvalConfig = field(default_factory=EvalConfig)  # mode=eval only
 

@@ -145,6 +145,22 @@ def _install_v10() -> Optional[tuple[bool, str]]:
     return None
 
 
+# What makes a test slow: a real server on a socket, a subprocess, a real model or service.
+SLOW_FIXTURES = {"make_miner", "served_process", "served", "v10_python", "tiny_model", "redis_url", "installed",
+                 "two_workers", "live_miner", "fresh_home", "model_server", "openai_miner", "tiny_disk", "minilm"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """Mark slow every test that needs what SLOW_FIXTURES name or that runs the command line, so
+    `pytest -m "not slow"` is the fast tier (the pipeline in process, units)."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        source = getattr(getattr(item, "function", None), "__code__", None)
+        runs_cli = source is not None and {"run_cli", "Running", "subprocess"} & set(source.co_names)
+        if uses & SLOW_FIXTURES or runs_cli:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Install bittensor 10.5.0 before the tests run when one needs it: on a fresh machine that
     takes a minute or more, which inside the first such test would count against its timeout."""
@@ -200,7 +216,20 @@ def gauge(miner, name: str, **labels: str) -> float:
                  if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())), 0.0)
 
 
+def on_free_ports(args) -> tuple[str, ...]:
+    """`args` with `axon.port=0 metrics.port=0` where they name no port: the machine is shared, and
+    a miner (or `mode=validate`, which checks the ports) must not meet another's default port."""
+    args = list(args)
+    if "mode=eval" in args:
+        return tuple(args)  # an evaluation serves on ports of its own choosing
+    named = {arg.split("=")[0].lstrip("+~") for arg in args}
+    ports = [f"{key}=0" for key in ("axon.port", "metrics.port") if key not in named]
+    # Among the other overrides: Hydra's command line takes them as one run of positional arguments.
+    at = next((i for i, arg in enumerate(args) if "=" in arg and not arg.startswith("-")), len(args))
+    return (*args[:at], *ports, *args[at:])
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60):
-    """Run `python -m declarative_miner ARGS` in a subprocess; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "declarative_miner", *args], cwd=cwd, env=env,
+    """Run `python -m declarative_miner ARGS` (on free ports) in a subprocess; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "declarative_miner", *on_free_ports(args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

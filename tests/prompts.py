@@ -137,3 +137,33 @@ class FailsToStartInWorkers:
 
     async def __call__(self, request: Prompting) -> str:
         return request.messages[-1]
+
+
+def paint(request) -> dict:
+    """An SN23-style answer: an "image" and what the pipeline was asked, values as they came."""
+    return {"image": f"png of {request.prompt} ({request.seed})",
+            "response_dict": {"pipeline_params": request.pipeline_params, "model_name": request.model_name}}
+
+
+def sample(request) -> str:
+    """A Targon-style answer: what the nested sampling parameters said."""
+    params = request.sampling_params
+    return f"{params['temperature']} {params['top_p']} {params['max_new_tokens']} {params['stop']}"
+
+
+def echo_tensor(request) -> dict:
+    """The Tensor back as it came (its buffer arrived as bytes)."""
+    assert isinstance(request.tensor["buffer"], bytes)
+    return {"echoed": request.tensor}
+
+
+def measure(request) -> int:
+    assert isinstance(request.payload, bytes)
+    return len(request.payload)
+
+
+def count_tags(request) -> int:
+    """Mutates its request's default list: a shared default would grow from request to request."""
+    request.tags.append("seen")
+    request.meta["seen"] = True
+    return len(request.tags) + len(request.meta)

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .conftest import on_free_ports
+
 
 class Running:
     """A miner process whose log lines are read on a thread, so waits never block forever."""
 
     def __init__(self, *args: str, env: dict, cwd):
-        if not any(arg.startswith("metrics.port=") for arg in args):
-            args = (*args, "metrics.port=0")  # tests run miners side by side: any free port
-        self.proc = subprocess.Popen([sys.executable, "-m", "declarative_miner", *args], env=env, cwd=cwd,
+        self.proc = subprocess.Popen([sys.executable, "-m", "declarative_miner", *on_free_ports(args)], env=env, cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -88,7 +88,7 @@ def test_first_run_creates_the_dev_network_serves_and_the_client_gets_the_echo(f
 
 def test_a_second_run_reuses_the_dev_wallets_and_never_rewrites_them(fresh_home):
     env, cwd = fresh_home
-    validate = [sys.executable, "-m", "declarative_miner", "mode=validate"]
+    validate = [sys.executable, "-m", "declarative_miner", *on_free_ports(["mode=validate"])]
     before = subprocess.run(validate, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
     assert before.returncode == 0 and "mode=validate creates nothing" in before.stdout, before.stderr
     assert not (cwd / "home" / "dev" / "wallets").exists()
@@ -96,7 +96,7 @@ def test_a_second_run_reuses_the_dev_wallets_and_never_rewrites_them(fresh_home)
     first_run.wait_for("Serving")
     assert first_run.stop() == 0
     for _ in range(2):
-        result = subprocess.run([sys.executable, "-m", "declarative_miner", "mode=validate"], env=env, cwd=cwd,
+        result = subprocess.run(validate, env=env, cwd=cwd,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         hotkey_line = next(line for line in result.stdout.splitlines() if line.startswith("wallet"))
@@ -145,33 +145,44 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exit
     assert (replies[0].status, replies[0].completion) == (200, "slow finish me")
 
 
-def _tour_lines() -> list[tuple[list[str], str]]:
-    """The README's client commands, in order, with what each line's comment announces."""
+def _tour_lines() -> list[tuple[tuple[str, ...], list[str], str]]:
+    """The README's client commands, in order: the overrides of the miner each one queries (the
+    miner command just before it in its code block; none: the default miner), the client's
+    arguments, and what the line's comment announces."""
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    lines = []
+    lines, server = [], ()
     for line in readme.splitlines():
+        if line.strip() and not line.startswith("    "):
+            server = ()  # a code block ends
         command, _, comment = line.strip().partition("#")
-        if command.startswith(".venv/bin/python -m declarative_miner.client"):
-            lines.append((shlex.split(command)[1:], comment.strip()))
+        words = shlex.split(command.rstrip(" \\")) if command.startswith(".venv/bin/python -m declarative_miner") else []
+        if words[2:3] == ["declarative_miner.client"]:
+            lines.append((server, words[1:], comment.strip()))
+        elif words[2:3] == ["declarative_miner"]:
+            server = tuple(words[3:])
     return lines
 
 
 def test_the_readme_tour_runs_top_to_bottom_on_a_fresh_home_with_no_409_it_does_not_announce(fresh_home):
     env, cwd = fresh_home
     tour = _tour_lines()
-    assert len(tour) >= 4  # the first question, its repeat, a stream, a v10 query
-    miner = Running("axon.port=0", env=env, cwd=cwd)
+    assert len(tour) >= 5  # the first question, its repeat, a stream, a v10 query, a declared type
+    miners, results = {}, []
     try:
-        port = miner.wait_for(r"Serving .* on http://127\.0\.0\.1:(\d+)").group(1)
-        results = [subprocess.run([sys.executable, *args, "--port", port], env=env, cwd=cwd, capture_output=True,
-                                  text=True, timeout=60) for args, _ in tour]
+        for server, args, _ in tour:
+            if server not in miners:
+                miners[server] = Running(*server, "axon.port=0", env=env, cwd=cwd)
+                miners[server].port = miners[server].wait_for(r"Serving .* on http://127\.0\.0\.1:(\d+)").group(1)
+            results.append(subprocess.run([sys.executable, *args, "--port", miners[server].port], env=env, cwd=cwd,
+                                          capture_output=True, text=True, timeout=60))
     finally:
-        miner.stop()
-    for (args, comment), result in zip(tour, results):
+        for miner in miners.values():
+            miner.stop()
+    for (server, args, comment), result in zip(tour, results):
         if "409" in comment:
             assert result.returncode == 1 and result.stderr.startswith("409 duplicate prompt:"), (args, result.stderr)
         else:
-            assert result.returncode == 0, (args, result.stderr)
+            assert result.returncode == 0, (server, args, result.stderr)
             assert "None" not in result.stdout + result.stderr
         if comment.startswith("prints: "):
             assert result.stdout == comment.removeprefix("prints: ") + "\n"

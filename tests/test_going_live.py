@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
 from .conftest import run_cli
+from .test_first_run import Running
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +49,28 @@ def test_validate_opens_the_wallet_serving_would_open(home, tmp_path):
     assert problem.startswith("wallet.hotkey: no hotkey file at ")
 
 
-def test_validate_refuses_a_port_another_process_holds(home, tmp_path):
+@pytest.mark.parametrize("key", ["axon.port", "metrics.port"])
+def test_validate_refuses_a_port_another_process_holds(home, tmp_path, key):
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        [problem] = _problems(run_cli(f"home={home}", f"axon.port={port}", "mode=validate", cwd=tmp_path))
-    assert problem.startswith(f"axon.port: cannot listen on 127.0.0.1:{port}")
+        [problem] = _problems(run_cli(f"home={home}", f"{key}={port}", "mode=validate", cwd=tmp_path))
+    assert problem.startswith(f"{key}: cannot listen on 127.0.0.1:{port}")
+
+
+def test_validate_notes_the_ports_its_own_running_miner_holds(home, tmp_path):
+    miner = Running(f"home={home}", env=dict(os.environ), cwd=tmp_path)
+    try:
+        metrics = miner.wait_for(r"Metrics for Prometheus at http://[\d.]+:(\d+)/").group(1)
+        ports = miner.wait_for(r" on http://[\d.]+:(\d+) ").group(1), metrics
+        result = run_cli(f"home={home}", f"axon.port={ports[0]}", f"metrics.port={ports[1]}", "mode=validate",
+                         cwd=tmp_path)
+    finally:
+        miner.stop()
+    assert result.returncode == 0, result.stderr
+    for key, port in zip(("axon.port", "metrics.port"), ports):
+        assert f"{key} {port} is held by this home's running miner" in result.stdout
 
 
 def test_validate_finds_a_model_without_loading_its_weights(home, tmp_path, tiny_model):

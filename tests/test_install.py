@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import on_free_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,8 +48,8 @@ def test_the_installed_package_validates_a_recipe_like_the_checkout(installed, t
     probe = _run(installed, sys.executable, "-c", "import declarative_miner; print(declarative_miner.__file__)",
                  cwd=tmp_path)
     assert probe.stdout.startswith(str(installed))
-    result = _run(installed, sys.executable, "-m", "declarative_miner", f"home={tmp_path}", "mode=validate",
-                  "+recipe=echo", cwd=tmp_path)
+    result = _run(installed, sys.executable, "-m", "declarative_miner",
+                  *on_free_ports([f"home={tmp_path}", "mode=validate", "+recipe=echo"]), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "prompt     declarative_miner.prompts.echo.echo" in result.stdout
 
@@ -71,10 +73,12 @@ def test_the_operators_own_recipe_and_group_option_work_from_any_directory(insta
              "hydra.searchpath": [f"hydra.searchpath=[file://{own}]"]}[how]
     env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home), "PYTHONPATH": f"{installed}{os.pathsep}{ROOT}"}
     for overrides in (["+recipe=mine"], ["prompt=shout"]):
-        result = subprocess.run([sys.executable, "-m", "declarative_miner", *where, *overrides, "mode=validate"],
+        result = subprocess.run([sys.executable, "-m", "declarative_miner", *where,
+                                 *on_free_ports([*overrides, "mode=validate"])],
                                 cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert "prompt     tests.prompts.async_upper" in result.stdout
-    assert "ttl 30 s" in subprocess.run([sys.executable, "-m", "declarative_miner", *where, "+recipe=mine",
-                                         "mode=validate"], cwd=elsewhere, env=env, capture_output=True, text=True,
-                                        timeout=120).stdout
+    mine = subprocess.run([sys.executable, "-m", "declarative_miner", *where,
+                           *on_free_ports(["+recipe=mine", "mode=validate"])], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "ttl 30 s" in mine.stdout

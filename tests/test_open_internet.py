@@ -25,7 +25,7 @@ import yaml
 from bittensor import http_auth
 
 from . import prompts
-from .conftest import gauge, wait_until
+from .conftest import gauge, on_free_ports, wait_until
 from .test_first_run import Running
 
 ATTACKER = "127.0.0.2"
@@ -373,7 +373,8 @@ def test_an_absolute_form_target_is_no_route_not_a_verified_path(make_miner, hot
 
 def test_validate_creates_nothing(tmp_path):
     home = tmp_path / "home"
-    result = subprocess.run([sys.executable, "-m", "declarative_miner", "mode=validate", "wallet.hotkey=nosuch"],
+    result = subprocess.run([sys.executable, "-m", "declarative_miner",
+                             *on_free_ports(["mode=validate", "wallet.hotkey=nosuch"])],
                             env={**os.environ, "DECLARATIVE_MINER_HOME": str(home)}, cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

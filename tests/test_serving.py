@@ -15,7 +15,7 @@ from declarative_miner.miner import Miner
 from declarative_miner.prompting import Prompting
 
 from . import prompts
-from .conftest import gauge
+from .conftest import gauge, wait_until
 from .test_open_internet import read_response
 
 
@@ -136,8 +136,8 @@ def test_a_replayed_request_is_a_401(make_miner, client_for):
     (b"{not json", "body is not valid JSON"),
     (b"\xff\xfe", "body is not valid JSON"),
     (b"[1, 2]", "body must be a JSON object"),
-    (b'{"roles": ["user"], "messages": [1]}', "'messages.0': input should be a valid string; 'messages' is list[str]"),
-    (b'{"roles": ["user"]}', "'messages': field required; 'messages' is list[str]"),
+    (b'{"roles": ["user"], "messages": [1]}', "'messages.0': should be text; 'messages' is list[str]"),
+    (b'{"roles": ["user"]}', "'messages' is required; 'messages' is list[str]"),
     (b'{"roles": [], "messages": ["a"]}', "'roles' has 0 entries but 'messages' has 1"),
     (b'{"roles": ["user"], "messages": ["\\ud800"]}', "'messages' holds a lone surrogate"),
     # Anywhere in the body, keys included, at any depth json.loads reads: a body must be text.
@@ -331,3 +331,31 @@ def test_metrics_count_requests_by_protocol_and_outcome_and_report_the_state(mak
     for metric in ("miner_queue_depth 0.0", "miner_inflight 0.0", "miner_cache_hits_total 0.0",
                   "miner_metagraph_timestamp_seconds", "miner_metagraph_block"):
         assert metric in text
+
+
+def test_plain_uvicorn_serving_the_app_verifies_refuses_and_answers(home, hotkeys):
+    """`uvicorn.run(Miner().asgi_app())`: any ASGI server runs the miner (its stores open in the lifespan)."""
+    import threading
+
+    import uvicorn
+
+    from declarative_miner.config import compose
+
+    miner = Miner(compose([f"home={home}", "metrics.port=null"]))
+    server = uvicorn.Server(uvicorn.Config(miner.asgi_app(), host="127.0.0.1", port=0, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        body = json.dumps({"roles": ["user"], "messages": ["plain uvicorn"]}).encode()
+        signed = http_auth.sign(hotkeys[dev.DEV_VALIDATOR], method="POST", path="/Prompting", body=body,
+                                receiver_ss58=miner.hotkey)
+        served = httpx.post(f"http://127.0.0.1:{port}/Prompting", content=body, headers=signed)
+        unsigned = httpx.post(f"http://127.0.0.1:{port}/Prompting", content=body)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        miner.close()
+    assert (served.status_code, served.json()["completion"]) == (200, "plain uvicorn")
+    assert unsigned.status_code == 401

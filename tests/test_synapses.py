@@ -28,9 +28,9 @@ def test_a_type_declared_in_a_recipe_is_answered_with_its_outputs(make_miner, ho
 
 
 @pytest.mark.parametrize("body, reason", [
-    ({"dummy_input": "21"}, "'dummy_input': input should be a valid integer; 'dummy_input' is int"),
-    ({"dummy_input": 2.5}, "'dummy_input': input should be a valid integer; 'dummy_input' is int"),
-    ({}, "'dummy_input': field required; 'dummy_input' is int"),
+    ({"dummy_input": "21"}, "'dummy_input': should be an integer; 'dummy_input' is int"),
+    ({"dummy_input": 2.5}, "'dummy_input': should be an integer; 'dummy_input' is int"),
+    ({}, "'dummy_input' is required; 'dummy_input' is int"),
 ])
 def test_a_body_that_does_not_fit_the_declared_fields_is_a_422_naming_field_and_type(make_miner, hotkeys,
                                                                                      body, reason):
@@ -45,7 +45,7 @@ def test_an_answer_that_does_not_fit_the_outputs_is_a_500_naming_the_field(make_
     with make_miner("+recipe=template_dummy", "synapses.Dummy.answer._target_=builtins.repr") as miner:
         reply = ask(miner, hotkeys["dev-validator"], "/Dummy", {"dummy_input": 3})
     assert reply.status_code == 500
-    assert "Dummy's answer does not fit its outputs: 'dummy_output': input should be a valid integer" in (
+    assert "Dummy's answer does not fit its outputs: 'dummy_output': should be an integer" in (
         reply.json()["reason"])
 
 

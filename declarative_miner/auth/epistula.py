@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import uuid as uuids
 from typing import Callable, Mapping, Optional
 
 from bittensor.sp_core import CRYPTO_SR25519
@@ -100,3 +101,19 @@ class EpistulaAuth(JsonReplies):
             raise NotAuthenticated("replayed request: this Epistula-Uuid was already used")
         caller = TerminalInfo(hotkey=identity(hotkey), ip=ip, nonce=early * 1_000_000)
         return caller, decode_signed(raw, caller)
+
+
+def sign(keypair, body: bytes, receiver: Optional[str], *, uuid: Optional[str] = None,
+         timestamp_ms: Optional[int] = None) -> dict[str, str]:
+    """Epistula v2 headers for `body`, signed by `keypair` for `receiver` (what a validator's
+    client sends; the miner's own verifier never calls this)."""
+    uuid = uuid or str(uuids.uuid4())
+    stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    message = f"{hashlib.sha256(body).hexdigest()}.{uuid}.{stamp}.{receiver or ''}"
+    headers = {"Epistula-Version": "2", "Epistula-Timestamp": str(stamp), "Epistula-Uuid": uuid,
+               "Epistula-Signed-By": keypair.ss58_address,
+               "Epistula-Request-Signature": "0x" + bytes(keypair.sign(message.encode())).hex(),
+               "content-type": "application/json"}
+    if receiver:
+        headers["Epistula-Signed-For"] = receiver
+    return headers

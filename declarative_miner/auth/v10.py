@@ -150,17 +150,26 @@ def _status_headers(status: int, message: str, process_time: Optional[float] = N
 
 def sign(keypair, *, receiver: str, roles: list[str], messages: list[str], uuid: str,
          nonce: Optional[int] = None, timeout: float = 12.0) -> tuple[dict[str, str], bytes]:
-    """Headers and body of a v10 Dendrite request, made with a bittensor 11 keypair."""
+    """Headers and body of a v10 Dendrite's `Prompting` request, made with a bittensor 11 keypair."""
+    return sign_synapse(keypair, receiver=receiver, name="Prompting", uuid=uuid, nonce=nonce, timeout=timeout,
+                        fields={"roles": roles, "messages": messages, "completion": ""},
+                        hash_fields=("messages",))  # what the seed's `Prompting` integrity-protects
+
+
+def sign_synapse(keypair, *, receiver: str, name: str, fields: dict, hash_fields: tuple[str, ...], uuid: str,
+                 nonce: Optional[int] = None, timeout: float = 12.0) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a v10 Dendrite's request of synapse `name` carrying `fields`, whose
+    `required_hash_fields` are `hash_fields`, made with a bittensor 11 keypair."""
     nonce = time.time_ns() if nonce is None else nonce
-    body = {"name": "Prompting", "timeout": timeout, "roles": roles, "messages": messages, "completion": "",
+    body = {"name": name, "timeout": timeout, **fields,
             "dendrite": {"hotkey": keypair.ss58_address, "nonce": nonce, "uuid": uuid, "version": 10005000},
             "axon": {"hotkey": receiver}}
-    digest = body_hash(body, ("messages",))  # what the seed's `Prompting` integrity-protects
+    digest = body_hash(body, tuple(hash_fields))
     signature = keypair.sign(f"{nonce}.{keypair.ss58_address}.{receiver}.{uuid}.{digest}".encode())
     # As `Synapse.to_headers()` writes them: the input_obj headers are empty dummies a v10 Axon
     # needs to parse the request from its headers.
-    headers = {"name": "Prompting", "timeout": str(timeout), "bt_header_axon_hotkey": receiver,
-               "bt_header_input_obj_roles": "W10=", "bt_header_input_obj_messages": "W10=",
+    dummies = {f"bt_header_input_obj_{field}": "W10=" for field, value in fields.items() if isinstance(value, list)}
+    headers = {"name": name, "timeout": str(timeout), "bt_header_axon_hotkey": receiver, **dummies,
                "bt_header_dendrite_hotkey": keypair.ss58_address, "bt_header_dendrite_nonce": str(nonce),
                "bt_header_dendrite_uuid": uuid, "bt_header_dendrite_version": "10005000",
                "bt_header_dendrite_signature": "0x" + bytes(signature).hex(), "computed_body_hash": digest,

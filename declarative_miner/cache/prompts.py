@@ -17,11 +17,12 @@ import json
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
 from ..errors import DuplicatePrompt, PromptFailed
+from ..prompting import json_default
 from ..state.prompts import ANSWERED, NEW
 
 POLL = 0.02  # seconds between looks at a prompt another process is answering
 
-_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=json_default).encode
 
 
 def answerer(prompt: Mapping[str, Any], own_prompt: Optional[str] = None) -> str:

@@ -13,7 +13,7 @@ import httpx
 
 from ..errors import BadGateway, OverCapacity, Unavailable
 from ..imports import BadArgument, MissingDependency
-from ..prompting import Prompting
+from ..prompting import Prompting, chat_of
 from .usage import Usage
 
 try:
@@ -100,12 +100,15 @@ class OpenAICompatible:
             client, self._client = self._client[1], None
             await client.close()
 
-    async def __call__(self, request: Prompting) -> AsyncIterator[str]:
-        """Yield the server's answer as it streams in."""
+    async def __call__(self, request: Prompting, max_tokens: Optional[int] = None) -> AsyncIterator[str]:
+        """Yield the server's answer as it streams in: at most `max_tokens` tokens (a request's own
+        bound, which a request type's `arguments` may pass), never more than the configured one."""
+        sampling = self.sampling if max_tokens is None else \
+            {**self.sampling, "max_tokens": max(1, min(int(max_tokens), self.sampling["max_tokens"]))}
         with _as_request_errors(self.base_url, self.api_key if self.api_key != "none" else ""):
             stream = await self._client_here().chat.completions.create(
-                model=self.model, messages=request.chat(self.system_prompt), stream=True,
-                stream_options={"include_usage": True}, extra_body=self.extra_body or None, **self.sampling)
+                model=self.model, messages=chat_of(request, self.system_prompt), stream=True,
+                stream_options={"include_usage": True}, extra_body=self.extra_body or None, **sampling)
             async with stream:
                 async for chunk in stream:
                     if chunk.usage is not None:

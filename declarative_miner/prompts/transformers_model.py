@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable, Optional
 
 from ..errors import MalformedBody
 from ..imports import BadArgument, MissingDependency
-from ..prompting import Prompting
+from ..prompting import Prompting, chat_of
 from .usage import Usage
 
 try:
@@ -86,8 +86,9 @@ class TransformersChat:
         return (f"TransformersChat({self.name!r} on {self.device}, {self.threads} CPU threads, "
                 f"max_new_tokens={self.max_new_tokens}, {self.sampling})")
 
-    async def __call__(self, request: Prompting) -> AsyncIterator[str]:
-        """Yield the completion's text as it is generated."""
+    async def __call__(self, request: Prompting, max_new_tokens: Optional[int] = None) -> AsyncIterator[str]:
+        """Yield the completion's text as it is generated: at most `max_new_tokens` tokens (a request's
+        own bound, which a request type's `arguments` may pass), never more than the configured one."""
         loop, chunks, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
 
         def hand_over(item: Any) -> None:
@@ -96,7 +97,8 @@ class TransformersChat:
             except RuntimeError:  # the loop has closed: nobody reads on
                 stop.set()
 
-        thread = threading.Thread(target=self._run, args=(request.chat(self.system_prompt), hand_over, stop),
+        limit = self.max_new_tokens if max_new_tokens is None else max(1, min(int(max_new_tokens), self.max_new_tokens))
+        thread = threading.Thread(target=self._run, args=(chat_of(request, self.system_prompt), hand_over, stop, limit),
                                   name="generate", daemon=True)
         thread.start()
         try:
@@ -107,25 +109,28 @@ class TransformersChat:
         finally:
             stop.set()
 
-    def _run(self, chat: list[dict[str, str]], hand_over: Callable[[Any], None], stop: threading.Event) -> None:
+    def _run(self, chat: list[dict[str, str]], hand_over: Callable[[Any], None], stop: threading.Event,
+             limit: int) -> None:
         torch.set_num_threads(self.threads)  # OpenMP's count is per OS thread: set elsewhere, it is lost here
         try:
-            self.generate(chat, hand_over, stop)
+            self.generate(chat, hand_over, stop, limit)
         except Exception as exc:
             hand_over(exc)
         finally:
             hand_over(_END)
 
     def generate(self, chat: list[dict[str, str]], emit: Callable[[str], None],
-                 stop: Optional[threading.Event] = None) -> "torch.Tensor":
-        """Generate an answer to `chat`, passing text to `emit` as it forms; returns the new token ids."""
+                 stop: Optional[threading.Event] = None, limit: Optional[int] = None) -> "torch.Tensor":
+        """Generate an answer to `chat` of at most `limit` new tokens (the configured bound when None),
+        passing text to `emit` as it forms; returns the new token ids."""
         try:
             inputs = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
                                                         return_dict=True)
         except jinja2.TemplateError as exc:
             raise MalformedBody(f"the model's chat template refuses this chat: {exc}") from None
         prompt_tokens = inputs["input_ids"].shape[1]
-        budget = self.max_new_tokens if self.context is None else min(self.max_new_tokens, self.context - prompt_tokens)
+        limit = self.max_new_tokens if limit is None else limit
+        budget = limit if self.context is None else min(limit, self.context - prompt_tokens)
         if budget < 1:
             raise MalformedBody(f"the prompt is {prompt_tokens} tokens; this model's context is {self.context}")
         feed = IncrementalText(self.tokenizer, emit)

@@ -14,6 +14,7 @@ import time
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from ..errors import ClientGone, HeadersTooLarge, NotFound, RequestError
+from ..prompting import json_default
 from .addresses import Addresses
 from .connections import Connections
 from .metrics import Metrics
@@ -155,9 +156,9 @@ def _large_body(headers: dict) -> bool:
 def encode_json(payload: Any) -> bytes:
     """`payload` as JSON text in UTF-8 (a lone surrogate a prompt returned is escaped, not an error)."""
     try:
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=json_default).encode()
     except UnicodeEncodeError:
-        return json.dumps(payload, separators=(",", ":")).encode()
+        return json.dumps(payload, separators=(",", ":"), default=json_default).encode()
 
 
 async def send_bytes(send: Callable, status: int, body: bytes, content_type: str,

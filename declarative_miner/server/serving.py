@@ -39,8 +39,8 @@ def uvicorn_config(app: Any, connections: Optional[Connections], *, header_timeo
                 h11_max_incomplete_event_size=max_header_bytes)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A socket listening on host:port (0: any free port), or a `ConfigError` naming `axon.port`."""
+def bind(host: str, port: int, key: str = "axon.port") -> socket.socket:
+    """A socket listening on host:port (0: any free port), or a `ConfigError` naming `key`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each accepted connection (it looks at the
     # socket's proto): without it a response's head and body, written apart, wait on a delayed ACK (40 ms).
@@ -54,8 +54,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError([ConfigProblem(
-            "axon.port", f"cannot listen on {host}:{port} (got {exc.strerror}; expected a free port: stop the "
-            "other process or choose another axon.port)")]) from None
+            key, f"cannot listen on {host}:{port} (got {exc.strerror}; expected a free port: stop the "
+            f"other process or choose another {key})")]) from None
     sock.set_inheritable(True)  # a supervisor's workers serve it too
     return sock
 
