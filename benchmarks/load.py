@@ -92,7 +92,7 @@ class Job:
     connections: int
     per_connection: int
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    source: str = "127.0.0.1"  # the local address to connect from (127.0.0.2 stands for another host)
+    source: str = "127.0.0.1"  # the local address to connect from (127.0.0.2 stands for another host); "a,b": by turns
     forge: bool = False  # claim the caller's hotkey with a signature of zeros (401-bound)
     size: int = 0  # pad each prompt to this many characters
     pace: float = 0.0  # seconds from one of a connection's requests to its next (0: as soon as answered)
@@ -176,7 +176,9 @@ def _run(index: int, job: Job, start_at: float, queue) -> None:
     time.sleep(max(0.0, start_at - time.time()))
 
     async def main() -> None:
-        await asyncio.gather(*(_connection(job.port, job.source, batch, results, job.pace) for batch in batches))
+        sources = job.source.split(",")
+        await asyncio.gather(*(_connection(job.port, sources[c % len(sources)], batch, results, job.pace)
+                               for c, batch in enumerate(batches)))
 
     uvloop.run(main())  # the servers' event loop: the generator takes less of the shared cores
     used = os.times()

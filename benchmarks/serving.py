@@ -94,6 +94,8 @@ def show(label: str, row: dict) -> None:
 
 
 ATTACKER = "127.0.0.2"  # loopback is a /8: another source address than the validator's
+SPREAD = [f"127.0.0.{3 + i}" for i in range(20)]  # 20 other hosts, each flooding under the shedding limit
+SPREAD_RATE = 95  # requests a second from each: under axon.max_refusals_per_ip (100)
 
 
 def held_connections(server: load.Server, run, each: int = 200) -> dict:
@@ -219,14 +221,25 @@ def main() -> None:
             # 20 connections from another address claiming the validator's hotkey, signed with zeros.
             forged = [load.Job(server.port, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 10,
                                args.requests, source=ATTACKER, forge=True) for _ in range(2)]
+            # The same spread over 20 addresses, each under the shedding limit: one connection an
+            # address, paced to SPREAD_RATE requests a second, so no address is ever shed.
+            spread = {kind: [load.Job(server.port, "btauth", wallets, wallet, miner_hotkey, 10, args.requests,
+                                      source=",".join(SPREAD[p::2]), forge=kind == "forged", pace=1 / SPREAD_RATE)
+                             for p in range(2)]
+                      for kind, wallet in (("stranger", ",".join(f"flood-{i}" for i in range(20))),
+                                           ("forged", dev.DEV_VALIDATOR))}
             rows = interleaved(args.reps, {
                 "alone": lambda: measure(server, validator()),
                 "flooded": lambda: measure(server, flood + validator(), focus=len(flood)),
-                "forged": lambda: measure(server, forged + validator(), focus=len(forged))})
+                "forged": lambda: measure(server, forged + validator(), focus=len(forged)),
+                "spread stranger": lambda: measure(server, spread["stranger"] + validator(), focus=2),
+                "spread forged": lambda: measure(server, spread["forged"] + validator(), focus=2)})
             show(f"validator alone c=1, {name}", rows["alone"])
             show(f"validator under 20-caller flood, {name}", rows["flooded"])
             show(f"validator under forged claims, {name}", rows["forged"])
-            floods[name] = (rows["alone"], rows["flooded"], rows["forged"])
+            show(f"validator under strangers from 20 addresses, {name}", rows["spread stranger"])
+            show(f"validator under forged claims from 20 addresses, {name}", rows["spread forged"])
+            floods[name] = rows
         held = repeat(args.reps, lambda: held_connections(miner, lambda: measure(
             miner, jobs(miner, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 1, args.requests // 5, 1))))
         show("validator, 600 held connections", held)
@@ -283,11 +296,11 @@ def main() -> None:
     print(f"  blacklisted vs served CPU/request         "
           f"{paired(results[('reject', max(levels))], results[('served', max(levels))])}"
           "   (target <= 0.3)")
-    for name, (alone, flooded, forged_claims) in floods.items():
-        print(f"  validator p99 under flood vs alone, {name:<16} {paired(flooded, alone, 'p99')}   "
-              "(target <= 2)")
-        print(f"  validator p99 under forged claims vs alone, {name:<16} "
-              f"{paired(forged_claims, alone, 'p99')}   (target <= 2)")
+    for name, rows in floods.items():
+        for kind, what in (("flooded", "flood"), ("forged", "forged claims"), ("spread stranger", "20-address strangers"),
+                           ("spread forged", "20-address forged")):
+            print(f"  validator p99 under {what} vs alone, {name:<16} {paired(rows[kind], rows['alone'], 'p99')}   "
+                  "(target <= 2)")
     print(f"  validator 503s under 600 held connections {held['statuses'].get(503, 0):6d}    (target 0)")
     served_1k = cost["served btauth/1 1 KB"]["cpu_ms"][0]
     for label in ("forged btauth/1 1 MB", "forged v10 1 MB"):

@@ -34,6 +34,7 @@ from .server.addresses import Addresses
 from .server.app import MinerApp
 from .server.connections import Connections
 from .server.metrics import Metrics
+from .server.open_files import OTHER_FILES, connections_allowed
 from .server.pipeline import Limits, Pipeline
 from .server.serving import bind
 from .server.request_log import RequestLog
@@ -196,10 +197,12 @@ def build_app(parts: Parts, miner: Any, *, connections: bool = True) -> MinerApp
                                        nonce_store=store.nonces),
         synapses=parts.synapses, blacklist=miner.blacklist, priority=miner.priority, answer=miner._answer,
         stream=miner._answer_stream, scheduler=scheduler, shedding=shedding, on_verified=parts.blacklist.count,
-        limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue, a.max_unverified_per_ip),
+        limits=Limits(a.max_body_bytes, a.request_timeout, a.max_concurrency + a.max_queue, a.max_unverified_per_ip,
+                      a.max_unverified_bytes),
         unavailable=miner.unavailable, registered=lambda hotkey: miner.metagraph.by_hotkey(hotkey) is not None)
-    guards = Connections(max_connections=a.max_connections, max_per_address=a.max_connections_per_ip,
-                         header_timeout=a.request_timeout, addresses=addresses, shedding=shedding) if connections else None
+    guards = Connections(max_connections=_connections_allowed(a.max_connections),
+                         max_per_address=a.max_connections_per_ip, header_timeout=a.request_timeout,
+                         addresses=addresses, shedding=shedding) if connections else None
     requests, upkeep = RequestLog(), _Upkeep(store)
     return MinerApp(
         pipeline=pipeline, addresses=addresses, shedding=shedding, health=miner.health, metrics=metrics,
@@ -207,6 +210,15 @@ def build_app(parts: Parts, miner: Any, *, connections: bool = True) -> MinerApp
         sign_reply=ReplySigner(parts.wallet.hotkey) if a.sign_responses else None,
         on_startup=[upkeep.start, miner._start_prompt, parts.sync.start, requests.start, miner._announce],
         on_shutdown=[parts.sync.stop, miner._close_prompt, requests.stop, upkeep.stop])
+
+
+def _connections_allowed(wanted: int) -> int:
+    allowed = connections_allowed(wanted)
+    if allowed < wanted:
+        log.warning("Open files are limited to %d (ulimit -n; LimitNOFILE= in a systemd unit): serving at most %d "
+                    "connections, not axon.max_connections=%d. Raise the limit to serve them all", allowed + OTHER_FILES,
+                    allowed, wanted)
+    return allowed
 
 
 class _Upkeep:

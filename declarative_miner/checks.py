@@ -118,6 +118,8 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     need(axon.max_refusals_per_ip >= 0, "axon.max_refusals_per_ip", axon.max_refusals_per_ip, "0 (never shed) or more")
     need(0 < axon.shed_for <= MAX_SHED_FOR, "axon.shed_for", axon.shed_for, f"seconds > 0, at most {MAX_SHED_FOR:g}")
     need(axon.max_unverified_per_ip >= 1, "axon.max_unverified_per_ip", axon.max_unverified_per_ip, "at least 1")
+    need(axon.max_unverified_bytes >= axon.max_body_bytes, "axon.max_unverified_bytes", axon.max_unverified_bytes,
+         f"at least axon.max_body_bytes ({axon.max_body_bytes}), or no body that large could be read")
     need(axon.max_age > 0, "axon.max_age", axon.max_age, "seconds > 0")
     need(bool(axon.wire_formats) and set(axon.wire_formats) <= set(WIRE_FORMATS), "axon.wire_formats",
          list(axon.wire_formats), f"a non-empty list of {', '.join(WIRE_FORMATS)}")

@@ -64,7 +64,12 @@ def with_own_config(argv: list[str]) -> list[str]:
     kept = [t for t in argv if not t.startswith(config.SEARCH_PATH + "=")]
     # Beside the other overrides: Hydra's parser takes them in one run, not on both sides of a flag.
     last = max((i for i, t in enumerate(kept) if t in _user_overrides(kept)), default=len(kept) - 1)
-    return kept[:last + 1] + merged + kept[last + 1:]
+    kept = kept[:last + 1] + merged + kept[last + 1:]
+    listed = [e.removeprefix("file://") for t in merged for e in config.search_path_entries(t)]
+    if {"--help", "-h"} & set(argv) and not _config_dirs(argv) and listed and Path(listed[0]).is_dir():
+        # Hydra's help lists the options of a --config-dir, not those a hydra.searchpath adds.
+        kept += ["--config-dir", listed[0]]
+    return kept
 
 
 def _prevalidate(argv: list[str]) -> None:
@@ -103,7 +108,7 @@ def _eval_job_problems(job: list[str], cfg: DictConfig) -> list:
         try:
             build_parts(config.to_settings(checking))
         except ConfigError as error:
-            return [ConfigProblem(f"[{' '.join(job)}] {p.key}", p.message) for p in error.problems]
+            return [ConfigProblem(f"[{' '.join(config.chosen(job))}] {p.key}", p.message) for p in error.problems]
     return []
 
 
@@ -144,7 +149,7 @@ def _job(cfg: DictConfig) -> Optional[float]:
             print(f"  {problem}", file=sys.stderr)
         from .summary import record_failure
 
-        record_failure(Path(hydra.runtime.output_dir), list(hydra.overrides.task), str(error).replace("\n", "; "))
+        record_failure(Path(hydra.runtime.output_dir), config.chosen(hydra.overrides.task), str(error).replace("\n", "; "))
         _failed_jobs.append(hydra.job.num)
     return None
 
@@ -159,7 +164,7 @@ def _evaluate(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    metrics = evaluate(cfg, output_dir, list(hydra_cfg.overrides.task))
+    metrics = evaluate(cfg, output_dir, config.chosen(hydra_cfg.overrides.task))
     latency, quality = metrics["latency_ms"] or {}, metrics["quality"]
     print(f"declarative_miner: {metrics['answered']}/{metrics['requests']} answered, errors {metrics['errors'] or 'none'}, "
           f"p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms, relevance {quality['relevance']}, "

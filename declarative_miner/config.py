@@ -215,13 +215,23 @@ def own_config_dir(overrides: Sequence[str] = ()) -> Path:
     return Path(_override_value("home", overrides) or default_home()).expanduser() / OWN_CONFIG
 
 
+def chosen(overrides: Sequence[str]) -> list[str]:
+    """The overrides an operator chose, as a job is named: without the search path the command line adds."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(SEARCH_PATH + "=")]
+
+
+def search_path_entries(override: str) -> list[str]:
+    """The entries of a `hydra.searchpath=[...]` override, as Hydra's own parser reads them."""
+    return list(OverridesParser.create().parse_overrides([override])[0].value())
+
+
 def with_search_path(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> list[str]:
     """`overrides` with one `hydra.searchpath` naming, in order, the operator's own config directory
     (when it exists), `config_dirs` (--config-dir) and what a `hydra.searchpath` override named."""
     entries, rest = [], []
     for text in overrides:
         if text.lstrip("+~").startswith(SEARCH_PATH + "="):
-            entries += OverridesParser.create().parse_overrides([text])[0].value()
+            entries += search_path_entries(text)
         else:
             rest.append(text)
     own = own_config_dir(overrides)

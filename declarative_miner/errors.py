@@ -68,6 +68,10 @@ class ClientGone(RequestError):
     status, error = 499, "client closed request"
 
 
+class StreamNotRead(ClientGone):
+    """The caller stopped reading a streamed answer: the stream ends and its connection is dropped."""
+
+
 class RequestTimeout(RequestError):
     status, error = 408, "request timeout"
 

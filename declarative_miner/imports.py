@@ -59,6 +59,9 @@ def build(target: str, kwargs: Mapping[str, Any], key: str, *, aliases: Mapping[
         raise ConfigError([ConfigProblem(key, str(exc))]) from None
     except (ImportError, AttributeError, ValueError) as exc:
         expected = "one of " + ", ".join(aliases) + " or an import path" if aliases else "an import path"
+        if isinstance(exc, ModuleNotFoundError):  # most often the operator's own module, off the path
+            expected += (" importable wherever the miner starts: pip install your module, or set PYTHONPATH to "
+                         "its directory (a systemd unit: Environment=PYTHONPATH=...)")
         raise ConfigError([ConfigProblem(key, f"cannot import {target!r} ({exc}; expected {expected})")]) from None
     try:
         calls = () if inspect.isclass(obj) else called_with  # a class gets only its arguments

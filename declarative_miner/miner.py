@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
@@ -20,9 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import args as cli_args
 from .build import Parts, build_app, build_parts, check_serving, clear_cache, kind, serving_marker
-from .files import private_dir, write_private
+from .chain.dev import dev_wallets_dir
 from .chain.metagraph import Metagraph
 from .config import compose, to_settings
+from .files import default_home, private_dir, write_private
 from .imports import Checked
 from .prompting import Prompting, json_default
 from .prompts.usage import Usage
@@ -392,8 +394,11 @@ class Miner:
         log.info("Serving %s as %s on http://%s:%d (%s, GET /health), process %d", self.settings.prompt.get("_target_"),
                  self.hotkey, a.ip, self.port, ", ".join(f"POST {t.route}" for t in self.synapses.values()), os.getpid())
         if self.settings.network.name == "dev" and self.settings.mode.value == "serve":
-            log.info('Query it as the dev validator: %s -m declarative_miner.client "What is 2+2?" --port %d',
-                     sys.executable, self.port)
+            wallets = dev_wallets_dir(self.settings.home)
+            elsewhere = f" --wallet-path {shlex.quote(str(wallets))}" \
+                if wallets.resolve() != dev_wallets_dir(default_home()).resolve() else ""
+            log.info('Query it as the dev validator: %s -m declarative_miner.client "What is 2+2?" --port %d%s',
+                     sys.executable, self.port, elsewhere)
         if self._parts.blacklist.admits_non_validators:
             log.warning("The blacklist lets non-validators in (blacklist=%s): anyone who signs is served.",
                         list(n for n, _ in self._parts.blacklist.rules) or "open")

@@ -67,6 +67,7 @@ class AxonConfig:
     max_connections: int = 2048  # open connections at once (per worker); beyond that new requests get 503
     max_connections_per_ip: int = 128  # open connections from one address (a v10 Dendrite pools up to 100); more are closed at once
     max_unverified_per_ip: int = 16  # requests from one address whose signature is not yet verified; more get 429
+    max_unverified_bytes: int = 16777216  # body bytes all not-yet-verified requests hold at once; past it the heaviest address's make room (503)
     max_refusals_per_ip: int = 100  # refused unverified requests per second from one address before it is shed (not read); 0 never sheds
     shed_for: float = 1.0  # seconds an address is first shed; doubling each time it floods again within a minute, at most 60
     trusted_proxies: List[str] = field(default_factory=list)  # reverse proxies (addresses or CIDR) whose X-Forwarded-For names the caller; none: every address is the TCP peer's
@@ -127,6 +128,7 @@ class SynapseConfig:
     answer: Any = "prompt"  # prompt (the prompt group, through Miner.prompt) or {_target_: import path, ...arguments}
     request_class: Optional[str] = None  # import path of the dataclass a request is made as; null: one made from the fields
     arguments: Dict[str, str] = field(default_factory=dict)  # input field -> the answering callable's keyword argument (e.g. max_tokens: max_new_tokens)
+    max_body_bytes: Optional[int] = None  # this type's bodies may be at most this (413 beyond, before they are read); null: axon.max_body_bytes
 
 
 @dataclass

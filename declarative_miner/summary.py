@@ -19,6 +19,8 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .config import chosen
+
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
@@ -141,7 +143,7 @@ class SweepSummary(Callback):
             try:
                 job_return.return_value  # noqa: B018 - a failed job's value is its exception, raised
             except Exception as error:
-                record_failure(Path(config.hydra.runtime.output_dir), job_return.overrides,
+                record_failure(Path(config.hydra.runtime.output_dir), chosen(job_return.overrides),
                                f"{type(error).__name__}: {error}")
         write(sweep_dir)
 

@@ -41,6 +41,7 @@ class Synapse:
         answer: the callable answering it; None for `prompt` (`Miner.prompt`).
         answered_by: who answers, as the prompt cache keys it.
         arguments: input field -> the answering callable's keyword argument it is passed as.
+        max_body_bytes: its bodies may be at most this; None: the miner's `axon.max_body_bytes`.
     """
 
     name: str
@@ -55,6 +56,7 @@ class Synapse:
     _inputs_model: Any = dataclasses.field(repr=False, compare=False, default=None)
     _outputs_model: Any = dataclasses.field(repr=False, compare=False, default=None)
     _plain: bool = True  # every input of a JSON type its own (no bytes, no objects): values need no conversion
+    max_body_bytes: Optional[int] = None
 
     @property
     def route(self) -> str:
@@ -129,6 +131,8 @@ def _build_one(name: str, spec: Any, objects: Mapping[str, Any], problem: Callab
         if field not in inputs:
             problem_here("hash_fields", f"names a field that is not an input (got {field}; expected one of "
                                         f"{', '.join(inputs) or 'no inputs'})")
+    if spec.max_body_bytes is not None and not (isinstance(spec.max_body_bytes, int) and spec.max_body_bytes > 0):
+        problem_here("max_body_bytes", f"not a size (got {spec.max_body_bytes!r}; expected bytes > 0, or null)")
     for field in spec.arguments:
         if field not in inputs:
             problem_here(f"arguments.{field}", f"not an input (got {field}; expected one of {', '.join(inputs) or 'none'})")
@@ -147,7 +151,7 @@ def _build_one(name: str, spec: Any, objects: Mapping[str, Any], problem: Callab
     return Synapse(name, request_class, {f: tp for f, (tp, _) in inputs.items()}, types, tuple(spec.hash_fields),
                    bool(spec.stream), answer, answered_by, dict(spec.arguments), field_types.model(f"{name}Inputs", inputs),
                    field_types.model(f"{name}Outputs", {f: (tp, field_types.zero(tp)) for f, tp in types.items()},
-                                     forbid_extra=True), plain)
+                                     forbid_extra=True), plain, spec.max_body_bytes)
 
 
 def _fields(declared: Mapping[str, Any], key: str, objects: Mapping[str, Any], problem: Callable[[str, str], None],

@@ -35,21 +35,31 @@ def open_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:
             f"wallet.path={path}; expected an existing hotkey: create it with "
             f"`{btcli('wallet new-hotkey', name=name, hotkey=hotkey, path=path)}`)",
         )])
-    if keyfile.is_encrypted() and keyfile.env_var_name() not in os.environ and not sys.stdin.isatty():
+    encrypted = keyfile.is_encrypted()
+    if encrypted and keyfile.env_var_name() not in os.environ and not sys.stdin.isatty():
         raise ConfigError([ConfigProblem(
             "wallet.hotkey",
             f"the hotkey at {keyfile.path} is encrypted and this run cannot prompt for its password "
-            f"(got no {keyfile.env_var_name()} in the environment; expected that variable, encoded as "
-            "bittensor's Keyfile.save_password_to_env writes it, or an unencrypted hotkey: miners sign "
-            "every response, so hotkeys are usually kept unencrypted and the coldkey encrypted)",
+            f"(got no {keyfile.env_var_name()} in the environment; expected the line "
+            f"`{password_command(name, hotkey, path)}` prints, in the service's environment, or an "
+            "unencrypted hotkey: miners sign every response, so hotkeys are usually kept unencrypted "
+            "and the coldkey encrypted)",
         )])
     try:
         wallet.hotkey  # noqa: B018 - loads and caches the keypair
     except Exception as exc:  # bittensor_core raises its own KeyfileError types
+        expected = (f"{keyfile.env_var_name()} as `{password_command(name, hotkey, path)}` prints it"
+                    if encrypted and keyfile.env_var_name() in os.environ else "a bittensor keyfile")
         raise ConfigError([ConfigProblem(
-            "wallet.hotkey", f"cannot read {keyfile.path} (got {exc}; expected a bittensor keyfile)"
+            "wallet.hotkey", f"cannot read {keyfile.path} (got {exc}; expected {expected})"
         )]) from None
     return wallet
+
+
+def password_command(name: str, hotkey: str, path: str) -> str:
+    """The command that prints an encrypted hotkey's password variable (declarative_miner.password)."""
+    return (f"python -m declarative_miner.password --wallet {shlex.quote(name)} --wallet-hotkey "
+            f"{shlex.quote(hotkey)} --wallet-path {shlex.quote(str(Path(path).expanduser()))}")
 
 
 def create_wallet(name: str, hotkey: str, path: str) -> bt.Wallet:

@@ -96,6 +96,16 @@ async def streams_then_waits(request: Prompting):
         stopped.append(request.messages[-1])
 
 
+def yields_forever(request: Prompting):
+    """A plain generator that never ends by itself (tokens from a model, say); records being closed."""
+    try:
+        while True:
+            time.sleep(0.01)
+            yield "token "
+    finally:
+        stopped.append(request.messages[-1])
+
+
 def never_returns(request: Prompting) -> str:
     """A plain prompt stuck for good: its thread can never be stopped."""
     threading.Event().wait()
@@ -167,3 +177,13 @@ def count_tags(request) -> int:
     request.tags.append("seen")
     request.meta["seen"] = True
     return len(request.tags) + len(request.meta)
+
+
+produced: list[int] = []  # bytes a streaming prompt has yielded so far, one entry per chunk
+
+
+async def streams_megabytes(request: Prompting):
+    """A hundred 1 MB chunks, as fast as the server takes them."""
+    for _ in range(100):
+        produced.append(1 << 20)
+        yield "x" * (1 << 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import re
 import shlex
 import subprocess
@@ -19,7 +20,7 @@ from declarative_miner.config import compose
 from declarative_miner.errors import ConfigError
 from declarative_miner.miner import Miner
 
-from .conftest import wait_until
+from .conftest import run_cli, wait_until
 from .fake_substrate import ChainNeuron, FakeSubstrate, encoded
 
 
@@ -179,20 +180,30 @@ def _echo_service(answer: str):
         server.server_close()
 
 
-def test_an_encrypted_hotkey_is_explained_not_prompted_for(home, tmp_path, monkeypatch):
-    from declarative_miner.wallet import open_wallet
-
+def test_an_encrypted_hotkey_is_explained_and_the_printed_command_unlocks_it(home, tmp_path):
+    """The variable's value is encoded as bittensor reads it: the plain password is not it, and the
+    command the message names prints the line that is."""
     wallet = bt.Wallet("locked", "default", path=str(tmp_path))
-    wallet.create_new_hotkey(use_password=True, hotkey_password="secret", suppress=True)
-    with pytest.raises(ConfigError) as caught:
-        open_wallet("locked", "default", str(tmp_path))
-    message = str(caught.value)
-    assert "is encrypted and this run cannot prompt for its password" in message
+    wallet.create_new_hotkey(use_password=True, hotkey_password="s3cret-pw", suppress=True)
     variable = wallet.hotkey_file.env_var_name()
-    assert variable in message
-    monkeypatch.setenv(variable, "")  # so the teardown removes what bittensor sets next
-    wallet.hotkey_file.save_password_to_env("secret")
-    assert open_wallet("locked", "default", str(tmp_path)).hotkey.ss58_address == wallet.hotkeypub.ss58_address
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BT_PW_")}
+    serve = [f"home={home}", "wallet=bittensor", "wallet.name=locked", f"wallet.path={tmp_path}", "mode=validate"]
+
+    unset = run_cli(*serve, cwd=tmp_path, env=env)
+    command = re.search(r"expected the line `python (-m declarative_miner\.password [^`]+)` prints", unset.stderr)
+    assert unset.returncode == 2 and variable in unset.stderr and command, unset.stderr
+    plain = run_cli(*serve, cwd=tmp_path, env={**env, variable: "s3cret-pw"})
+    assert plain.returncode == 2 and "as `python -m declarative_miner.password" in plain.stderr, plain.stderr
+    wrong = subprocess.run([sys.executable, *shlex.split(command.group(1))], input="guess\n", env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1 and "does not open" in wrong.stderr
+    printed = subprocess.run([sys.executable, *shlex.split(command.group(1))], input="s3cret-pw\n", env=env,
+                             capture_output=True, text=True, timeout=60)
+    name, _, value = printed.stdout.strip().partition("=")
+    assert printed.returncode == 0 and name == variable, printed.stderr
+    unlocked = run_cli(*serve, cwd=tmp_path, env={**env, variable: value})
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert wallet.hotkeypub.ss58_address in unlocked.stdout
 
 
 def test_a_missing_wallet_names_the_path_and_the_btcli_command(home, tmp_path):

@@ -122,6 +122,7 @@ def test_cli_validate_mode_reports_build_problems_with_exit_2(tmp_path, home):
     result = run_cli(f"home={home}", "mode=validate", "priority.strategy=no.such.strategy", cwd=tmp_path)
     assert result.returncode == 2
     assert "priority.strategy: cannot import 'no.such.strategy'" in result.stderr
+    assert "or set PYTHONPATH to its directory" in result.stderr  # an operator's own module, not found
 
 
 def test_cli_help_lists_the_groups_and_the_recipes(tmp_path):

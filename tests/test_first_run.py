@@ -22,9 +22,9 @@ from .conftest import on_free_ports
 class Running:
     """A miner process whose log lines are read on a thread, so waits never block forever."""
 
-    def __init__(self, *args: str, env: dict, cwd):
+    def __init__(self, *args: str, env: dict, cwd, preexec_fn=None):
         self.proc = subprocess.Popen([sys.executable, "-m", "declarative_miner", *on_free_ports(args)], env=env, cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
@@ -54,6 +54,8 @@ class Running:
         code = self.proc.wait(timeout=30)
         self._pump_thread.join(timeout=10)
         self.proc.stdout.close()
+        while not self.lines.empty():  # the rest of the output, for `seen`
+            self.seen.append(self.lines.get())
         return code
 
 
@@ -84,6 +86,19 @@ def test_first_run_creates_the_dev_network_serves_and_the_client_gets_the_echo(f
     assert [n["validator_permit"] for n in neurons] == [False, True]
     assert sorted(p.name for p in (home / "wallets").iterdir()) == ["dev-miner", "dev-validator"]
     assert oct((home / "wallets" / "dev-miner" / "hotkeys" / "default").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_printed_query_finds_the_dev_validator_of_a_home_given_on_the_command_line(fresh_home):
+    """`home=` on the command line, not in the environment: the client's default wallets are elsewhere."""
+    env, cwd = fresh_home
+    miner = Running(f"home={cwd / 'other-home'}", "axon.port=0", env=env, cwd=cwd)
+    try:
+        client = shlex.split(miner.wait_for(r'Query it as the dev validator: (.*)$').group(1))
+        answer = subprocess.run(client, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    finally:
+        miner.stop()
+    assert client[-2:] == ["--wallet-path", str(cwd / "other-home" / "dev" / "wallets")]
+    assert (answer.returncode, answer.stdout) == (0, "What is 2+2?\n"), answer.stderr
 
 
 def test_a_second_run_reuses_the_dev_wallets_and_never_rewrites_them(fresh_home):

@@ -82,7 +82,9 @@ def test_validate_finds_a_model_without_loading_its_weights(home, tmp_path, tiny
     assert missing[0].startswith("prompt.model: no model there")
 
 
-def test_a_sweep_checks_every_job_before_any_runs(home, tmp_path):
+def test_a_sweep_checks_every_job_before_any_runs(tmp_path):
+    home = tmp_path / "home"
+    (home / "conf").mkdir(parents=True)  # an own config directory: on the search path, not in the jobs' names
     # The llama recipe's hub model is in no cache here, and the tests' hub is offline.
     result = run_cli("-m", f"home={home}", "mode=eval", "+recipe=echo,llama", "cache.ttl=0,30", "eval.relevance=false",
                      cwd=tmp_path)
@@ -90,6 +92,7 @@ def test_a_sweep_checks_every_job_before_any_runs(home, tmp_path):
     assert len(problems) == 2 and "+recipe=llama cache.ttl=0 " in problems[0] and \
         "+recipe=llama cache.ttl=30 " in problems[1], problems
     assert all("prompt.model: cannot load it" in p for p in problems)
+    assert "hydra.searchpath" not in result.stderr
     assert not list((home / "sweeps").glob("*/*/*/metrics.json"))  # no job ran
 
 

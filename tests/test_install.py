@@ -78,6 +78,9 @@ def test_the_operators_own_recipe_and_group_option_work_from_any_directory(insta
                                 cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert "prompt     tests.prompts.async_upper" in result.stdout
+    listed = subprocess.run([sys.executable, "-m", "declarative_miner", *where, "--help"], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=120).stdout
+    assert "recipe: echo, llama, mine, openai" in listed and "prompt: echo, openai, shout" in listed
     mine = subprocess.run([sys.executable, "-m", "declarative_miner", *where,
                            *on_free_ports(["+recipe=mine", "mode=validate"])], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=120)

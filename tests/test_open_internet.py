@@ -280,10 +280,11 @@ def test_a_btauth_request_replayed_across_a_restart_is_refused(served_process, h
 # 6. The caller leaves, the work stops ---------------------------------------------------------
 
 @pytest.mark.parametrize("route, target", [("/Prompting", "tests.prompts.waits_forever"),
+                                           ("/Prompting", "tests.prompts.yields_forever"),
                                            ("/StreamPrompting", "tests.prompts.streams_then_waits")])
 @pytest.mark.parametrize("wire", ["btauth", "v10"])
 def test_a_caller_that_leaves_stops_its_prompt_and_frees_its_slot(make_miner, hotkeys, route, target, wire):
-    message = f"leaving {route} {wire}"
+    message = f"leaving {route} {target} {wire}"
     with make_miner(f"prompt._target_={target}", "axon.max_concurrency=1", "cache.ttl=0",
                     "axon.request_timeout=60") as miner:
         if wire == "v10":

@@ -112,6 +112,8 @@ def test_a_rate_limit_is_one_budget_across_workers(tmp_path, hotkeys, wallets_di
     finally:
         assert miner.stop(signal.SIGTERM) == 0
     assert statuses == [200] * 3 + [429] * 9, statuses
+    assert "".join(miner.seen).count("Finished server process") == 2  # each worker says it exits, without gunicorn#3013
+    assert "Error while closing socket" not in "".join(miner.seen)
 
 
 def test_the_replay_store_outlives_a_killed_worker_and_the_whole_miner(tmp_path, hotkeys, wallets_dir):

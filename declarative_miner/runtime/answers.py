@@ -11,8 +11,9 @@ import contextlib
 import functools
 import inspect
 import logging
+import threading
 from concurrent.futures import Executor
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 from ..errors import PromptFailed, RequestError
 from ..prompting import Prompting
@@ -104,15 +105,31 @@ async def chunks_of(result: Any, executor: Executor) -> AsyncIterator[str]:
 
 
 async def completion_of(result: Any, executor: Executor) -> str:
-    """The whole completion of `result`; a plain generator is drained in one worker call."""
+    """The whole completion of `result`; a plain generator is drained in one worker call, which
+    stops at the next chunk once the request is abandoned (its caller left or its deadline passed)."""
     if inspect.isgenerator(result):
-        return "".join(map(_text, await in_thread(executor, list, result)))
+        abandoned = threading.Event()
+        try:
+            return "".join(await in_thread(executor, _drain, result, abandoned))
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
     if inspect.isasyncgen(result):  # read directly: through chunks_of, each chunk cost twice as much
         try:
             return "".join([_text(chunk) async for chunk in result])
         finally:  # as contextlib.aclosing, without its two coroutines a request
             await result.aclose()
     return _text(result)
+
+
+def _drain(chunks: Iterator[Any], abandoned: threading.Event) -> list[str]:
+    with contextlib.closing(chunks):  # closed early, the generator's own `finally` runs
+        texts = []
+        for chunk in chunks:
+            texts.append(_text(chunk))
+            if abandoned.is_set():
+                break
+        return texts
 
 
 def outputs_of(result: Any, synapse: Any, request: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ refuses and answers); the socket-level bounds of connections.py come with the mi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,13 +35,13 @@ class MinerApp:
     Args:
         pipeline: the checks and answers of the POST routes.
         addresses: who a request comes from (the peer, or what a trusted proxy says).
-        shedding: refusals of unverified requests, counted by address, shed past the limit.
+        shedding: refusals of strangers' requests, counted by address, shed past the limit.
         health: what `GET /health` answers.
         max_header_bytes: the request line and headers may take at most this (431 beyond it).
         metrics, requests: counted and logged for each request.
         connections: the miner's own server's connection guards, told when a response ends (None:
             another server runs the app).
-        sign_reply: the miner's signature on replies to verified callers (auth/reply_signature.py).
+        sign_reply: the miner's signature on replies to known callers (auth/reply_signature.py).
         on_startup, on_shutdown: coroutines run in the ASGI lifespan (stores open and close there).
     """
 
@@ -87,7 +88,10 @@ class MinerApp:
                 raise NotFound(f"no route {method} {path}; try {routes}, POST {PING_ROUTE} or GET {HEALTH_ROUTE}")
             status, (payload, extra) = 200, answer if answer is not None else (None, None)
         except ClientGone as exc:
-            status, payload = exc.status, None  # nobody to answer
+            status, payload = exc.status, None  # nobody to answer, or nobody reading
+            if self.connections is not None:
+                self.connections.drop(scope.get("client"))
+                await asyncio.sleep(0)  # asyncio tells the server the connection is lost: let it, before returning
         except RequestError as exc:
             status, (payload, extra) = exc.status, ex.wire.failure(exc)
         except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
@@ -95,15 +99,15 @@ class MinerApp:
             status, (payload, extra) = 500, ex.wire.failure(RequestError(f"{type(exc).__name__}: {exc}"))
         finally:
             self.metrics.inflight.dec()
-        if ex.signer is None and status >= 400 and status != 499:
-            self.shedding.refused(ex.caller.key)  # the caller's doing, and unproven
+        if not ex.known and status >= 400 and status != 499:
+            self.shedding.refused(ex.caller.key)  # a stranger's doing
         if payload is not None:
             await self._reply(ex, send, status, payload, extra)
         route = path if path in self.pipeline.routes or path in _KNOWN else "other"
         seconds = time.perf_counter() - ex.started
         wire = ex.wire.name if ex.wire.claims(ex.headers) else "none"
         self.metrics.observe(wire, route, status, seconds)
-        self.requests.answered(signer=ex.signer, address=ex.caller.address, wire=wire, method=method,
+        self.requests.answered(signer=ex.signer if ex.known else None, address=ex.caller.address, wire=wire, method=method,
                                route=route, status=status, seconds=seconds)
 
     def _check_head(self, scope: dict) -> None:
@@ -117,14 +121,20 @@ class MinerApp:
 
     async def _reply(self, ex: Exchange, send: Callable, status: int, payload: Any, extra: dict) -> None:
         body = encode_json(payload)
-        if self.sign_reply is not None and ex.signer is not None:  # an unverified caller gets no signature
+        if self.sign_reply is not None and ex.known:  # a stranger gets no signature over words it chose
             extra = {**extra, **self.sign_reply(method=ex.scope["method"], target=ex.target, body=body,
                                                 caller=ex.signer, request_signature=ex.wire.signature(ex.headers))}
         if not ex.body_read and _large_body(ex.headers):
             # Answered before a large body was read: say the connection ends here (RFC 9112 §9.6)
             # rather than take in what nobody reads; a small one is read past, for the next request.
             extra = {**extra, "connection": "close"}
-        await send_bytes(send, status, body, "application/json", extra)
+        try:  # a client that does not read its answer does not hold its connection past the timeout
+            async with asyncio.timeout(self.pipeline.limits.request_timeout):
+                await send_bytes(send, status, body, "application/json", extra)
+        except TimeoutError:
+            if self.connections is not None:
+                self.connections.drop(ex.scope.get("client"))
+                await asyncio.sleep(0)  # as for a client gone: the server learns it before the app returns
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:

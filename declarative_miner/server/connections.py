@@ -10,7 +10,9 @@ and passes them on. What it adds:
   the previous response, on every request (slowloris and idle keep-alive alike); their size is
   uvicorn's to bound (h11's `max_incomplete_event_size`);
 - the connections of an address being shed (shedding.py) are not read while it is;
-- a trusted reverse proxy's connections carry many callers: never counted per address, never paused.
+- a trusted reverse proxy's connections carry many callers: never counted per address, never paused;
+- a response holds at most `WRITE_BUFFER_HIGH` bytes unsent (the server waits for the client to read
+  past it), and a connection closed with bytes its client never read is dropped, not left to flush.
 
 Requests are the app's to see; the app tells `Connections` when one begins and when its response ends
 (`request_began`, `response_done`), by the connection's peer address and port, which uvicorn puts in
@@ -27,6 +29,8 @@ from .addresses import Addresses
 from .shedding import Shedding
 
 log = logging.getLogger(__name__)
+
+WRITE_BUFFER_HIGH = 65536  # bytes a connection holds unsent before its response waits for the client
 
 
 class Connections:
@@ -55,8 +59,8 @@ class Connections:
         return True
 
     def _make_room(self, key: str) -> bool:
-        """Close the oldest idle connection of the heaviest holder, if it holds more than `key` would."""
-        mine = self.held_by(key) + 1
+        """Close the oldest idle connection of the heaviest holder, if it holds more than `key` does."""
+        mine = self.held_by(key)
         for holder in sorted(self._by_key.values(), key=len, reverse=True):
             if len(holder) <= mine:
                 return False
@@ -82,6 +86,16 @@ class Connections:
         guard = self._by_peer.get(tuple(client) if client else None)
         if guard is not None:
             guard.awaiting = None
+
+    def drop(self, client: Any) -> None:
+        """Drop the connection from `client` (ip, port) at once: its client stopped reading."""
+        guard = self._by_peer.get(tuple(client) if client else None)
+        if guard is not None:
+            guard.close()
+
+    def largest_unsent(self) -> int:
+        """The most bytes any one connection holds unsent."""
+        return max((g.transport.get_write_buffer_size() for g in self._by_peer.values()), default=0)
 
     def response_done(self, client: Any) -> None:
         """A response on the connection from `client` (ip, port) ended: its next request's head is due."""
@@ -118,6 +132,7 @@ class Guarded(asyncio.Protocol):
             transport.close()
             return
         self.admitted = True
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self.inner.connection_made(transport)
         self.await_request()
         if not self.via_proxy and (wait := self.connections.shedding.shed_for(self.key)):
@@ -161,7 +176,7 @@ class Guarded(asyncio.Protocol):
 
     def _check_deadline(self) -> None:
         self._timer = None
-        if self.awaiting is None or self.transport.is_closing():
+        if self.awaiting is None or self.transport.is_closing() and not self.transport.get_write_buffer_size():
             return
         left = self.awaiting + self.connections.header_timeout - self.loop.time()
         if left <= 0:
@@ -185,7 +200,12 @@ class Guarded(asyncio.Protocol):
             self.data_received(held)  # shed again if the address still is
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        """Close the connection; with bytes unsent (its client is not reading), drop it."""
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # close() would wait for the client to read them, maybe forever
+        elif not self.transport.is_closing():
             self.transport.close()
 
 

@@ -18,16 +18,18 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional
 from ..auth.formats import WireFormat, WireFormats
 from ..identity import claimed_identity
 from ..errors import (BadRequest, Blacklisted, BodyTooLarge, NotAuthenticated, OverCapacity, PromptTimeout,
-                      RateLimited, RequestError, RequestTimeout, Unavailable)
+                      RateLimited, RequestError, RequestTimeout, StreamNotRead, Unavailable)
 from ..prompting import Prompting, TerminalInfo
 from ..runtime.leaving import CancelledIfGone
 from ..runtime.scheduler import Scheduler, Slot
 from ..synapses import Synapse
 from .addresses import Caller
-from .admission import Unverified, evicted_from
+from .admission import Ticket, Unverified, evicted_from
 from .shedding import Shedding
 
 PING_ROUTE = "/Synapse"  # v10's ping: every stock Axon answers it, and template validators call it
+PING_MAX_BODY = 65536  # a ping's body is a bare v10 Synapse (about 1 KB)
+STREAM_PIECE = 65536  # a streamed chunk is sent in pieces of at most this, each drained before the next
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Limits:
     request_timeout: float  # seconds to read the body, and separately to queue and run the answer
     max_inflight: int  # requests anywhere in the pipeline at once
     max_unverified_per_ip: int  # requests from one address not yet verified (reading body, checking signature)
+    max_unverified_bytes: int  # body bytes all unverified requests together may hold
 
     @property
     def max_unverified(self) -> int:
@@ -56,6 +59,10 @@ class Exchange:
     wire: WireFormat
     caller: Caller
     signer: Optional[str] = None  # the verified hotkey, once its signature checked out
+    # A verified caller the miner serves (it passed the blacklist; for a ping, it is registered):
+    # its refusals are its own, its replies signed, its requests logged one by one. Anyone else,
+    # signed by a key made a moment ago or not signed at all, is a stranger counted by address.
+    known: bool = False
     body_read: bool = False
     started: float = field(default_factory=time.perf_counter)
 
@@ -82,7 +89,7 @@ class Pipeline:
         self.routes = {synapse.route: synapse for synapse in synapses.values()}
         self.blacklist, self.priority, self.answer, self.stream = blacklist, priority, answer, stream
         self.on_verified, self.unavailable, self.registered = on_verified, unavailable, registered
-        self.unverified = Unverified(limits.max_unverified, limits.max_unverified_per_ip)
+        self.unverified = Unverified(limits.max_unverified, limits.max_unverified_per_ip, limits.max_unverified_bytes)
         self.inflight = 0
 
     def serves(self, path: str) -> bool:
@@ -114,25 +121,26 @@ class Pipeline:
 
     async def _ping(self, ex: Exchange) -> dict:
         """A verified caller learns the miner is up, as a v10 Axon's `ping` answers it."""
-        self._refuse_if_unavailable(ex)
+        self._refuse_if_unavailable(ex, PING_MAX_BODY)
         self._claimed(ex)
-        caller, body = await self._verify(ex, ())
-        if not self.registered(caller.hotkey):  # anyone can make a key and sign: counted as a stranger's
+        caller, body = await self._verify(ex, (), self.registered, PING_MAX_BODY)
+        if not ex.known:  # anyone can make a key and sign: counted as a stranger's
             self.shedding.refused(ex.caller.key)
         return body
 
     async def _admit(self, ex: Exchange, synapse: Synapse) -> tuple[Any, dict]:
         """Everything before the work: guards, blacklist, body, signature, shape."""
-        self._refuse_if_unavailable(ex)
+        max_body = synapse.max_body_bytes or self.limits.max_body_bytes
+        self._refuse_if_unavailable(ex, max_body)
         claimed = self._claimed(ex)
         blacklisted, reason = self.blacklist(Prompting(dendrite=TerminalInfo(hotkey=claimed, ip=ex.caller.address)))
         if blacklisted:
             raise Blacklisted(reason)
-        caller, body = await self._verify(ex, synapse.hash_fields)
+        caller, body = await self._verify(ex, synapse.hash_fields, lambda hotkey: True, max_body)  # the blacklist let it in
         self.on_verified(Prompting(dendrite=caller))
         return synapse.parse(body, caller), body
 
-    def _refuse_if_unavailable(self, ex: Exchange) -> None:
+    def _refuse_if_unavailable(self, ex: Exchange, max_body: int) -> None:
         if ex.caller.via_proxy and (wait := self.shedding.shed_for(ex.caller.key)):
             # A shed address's own connections are not even read (connections.py); behind a trusted
             # proxy, whose connection carries other callers too, it is refused here.
@@ -140,7 +148,7 @@ class Pipeline:
                               headers={"retry-after": str(max(1, round(wait)))})
         if reason := self.unavailable():
             raise Unavailable(reason, headers={"retry-after": "5"})
-        self._check_length(ex.headers.get("content-length"))
+        self._check_length(ex.headers.get("content-length"), max_body)
 
     def _claimed(self, ex: Exchange) -> str:
         """The key a request claims to be signed by (nothing verified yet), in an accepted format."""
@@ -150,20 +158,23 @@ class Pipeline:
                                    f"{', '.join(sorted(self.wire_formats.accepted))}")
         return claimed_identity(claimed)
 
-    def _check_length(self, length: Optional[str]) -> None:
+    @staticmethod
+    def _check_length(length: Optional[str], max_body: int) -> None:
         if length is None:
             return
         if not (length.isascii() and length.isdigit() and len(length) <= 20):
             raise BadRequest(f"Content-Length {length[:40]!r} is not a number")
-        if int(length) > self.limits.max_body_bytes:
-            raise BodyTooLarge(f"body of {length} bytes exceeds {self.limits.max_body_bytes}")
+        if int(length) > max_body:
+            raise BodyTooLarge(f"body of {length} bytes exceeds {max_body}")
 
-    async def _verify(self, ex: Exchange, hash_fields: tuple[str, ...]) -> tuple[TerminalInfo, dict]:
-        """The verified caller and the decoded body (read only once the headers pass)."""
+    async def _verify(self, ex: Exchange, hash_fields: tuple[str, ...], serves: Callable[[str], bool],
+                      max_body: int) -> tuple[TerminalInfo, dict]:
+        """The verified caller and the decoded body (read only once the headers pass, at most
+        `max_body` bytes); `serves` tells whether the miner serves a verified hotkey (`Exchange.known`)."""
         ticket = self.unverified.enter(ex.caller.key)
         try:
             early = ex.wire.before_body(ex.headers, ip=ex.caller.address)
-            raw = await self._read_body(ex)
+            raw = await self._read_body(ex, ticket, max_body)
             caller, body = ex.wire.authenticate(ex.headers, raw, method=ex.scope["method"], path=ex.target,
                                                 ip=ex.caller.address, early=early, hash_fields=hash_fields)
         except asyncio.CancelledError:
@@ -171,23 +182,24 @@ class Pipeline:
                 raise evicted_from(ticket) from None
             raise
         except RequestError as exc:
-            ex.signer = exc.signer  # refused once verified: its signer's doing, not the address's
+            ex.signer = exc.signer  # refused once verified: its signer's doing, if the miner serves it
+            ex.known = exc.signer is not None and serves(exc.signer)
             raise
         finally:
             self.unverified.leave(ticket)
-        ex.signer = caller.hotkey
+        ex.signer, ex.known = caller.hotkey, serves(caller.hotkey)
         return caller, body
 
-    async def _read_body(self, ex: Exchange) -> bytes:
+    async def _read_body(self, ex: Exchange, ticket: Ticket, max_body: int) -> bytes:
         try:
             async with asyncio.timeout(self.limits.request_timeout):
-                body = await self._receive_body(ex.receive)
+                body = await self._receive_body(ex.receive, ticket, max_body)
         except TimeoutError:
             raise RequestTimeout(f"body not received within {self.limits.request_timeout:g} s") from None
         ex.body_read = True
         return body
 
-    async def _receive_body(self, receive: Callable) -> bytes:
+    async def _receive_body(self, receive: Callable, ticket: Ticket, max_body: int) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -195,8 +207,9 @@ class Pipeline:
                 raise BadRequest("client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limits.max_body_bytes:
-                raise BodyTooLarge(f"body exceeds {self.limits.max_body_bytes} bytes")
+            if size > max_body:
+                raise BodyTooLarge(f"body exceeds {max_body} bytes")
+            self.unverified.read(ticket, len(chunk))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -234,15 +247,28 @@ class Pipeline:
                     chunk = first
                     while chunk is not None:
                         completion.append(chunk)
-                        await send({"type": "http.response.body", "body": ex.wire.frame(chunk), "more_body": True})
+                        await self._send_read(send, ex.wire.frame(chunk), deadline)
                         chunk = await self._next(chunks, deadline)
                     tail = ex.wire.final("".join(completion))
                 except RequestError as exc:
                     tail = ex.wire.stream_error(exc)
                 finishing()
-                await send({"type": "http.response.body", "body": tail})
+                await self._send_read(send, tail, deadline, last=True)
             finally:
                 await chunks.aclose()
+
+    async def _send_read(self, send: Callable, body: bytes, deadline: float, last: bool = False) -> None:
+        """Send part of a stream, piece by piece, each once the client has read enough of the one
+        before (the server waits while its buffer is over its high-water mark): what a response
+        holds unsent is bounded, and a stream nobody reads ends at the deadline."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                for start in range(0, max(1, len(body)), STREAM_PIECE):
+                    piece = body[start:start + STREAM_PIECE]
+                    await send({"type": "http.response.body", "body": piece,
+                                "more_body": not last or start + STREAM_PIECE < len(body)})
+        except TimeoutError:
+            raise StreamNotRead(f"the client did not read the answer within {self.limits.request_timeout:g} s") from None
 
     async def _next(self, chunks: AsyncIterator[str], deadline: float) -> Optional[str]:
         try:

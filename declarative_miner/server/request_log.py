@@ -1,6 +1,6 @@
-"""What the service log says of requests: a line for each one a verified caller sent, and for the
-rest (strangers, forgeries, floods) one line per address and interval with counts, so no flood can
-fill the disk."""
+"""What the service log says of requests: a line for each one a known caller sent (verified, and
+served by the blacklist), and for the rest (strangers, fresh keys, forgeries, floods) one line per
+address and interval with counts, so no flood can fill the disk."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class RequestLog:
 
     def answered(self, *, signer: Optional[str], address: str, wire: str, method: str, route: str, status: int,
                  seconds: float) -> None:
-        """One request answered (or refused) to a verified caller: a line; else counted for the summary."""
+        """One request answered (or refused) to a known caller (`signer`): a line; else counted for the summary."""
         if signer is not None:
             log.info("%s %s %s %s %s %d %.1f ms", signer, address, wire, method, route, status, seconds * 1000)
             return
@@ -67,10 +67,10 @@ class RequestLog:
             return
         seconds = self._clock() - self._since
         for address, counts in self._refused.items():
-            log.info("%s: %d requests from unverified callers in %.0f s (%s)", address, sum(counts.values()),
+            log.info("%s: %d requests from strangers in %.0f s (%s)", address, sum(counts.values()),
                      seconds, _statuses(counts))
         if self._others:
-            log.info("more addresses: %d requests from unverified callers in %.0f s (%s)",
+            log.info("more addresses: %d requests from strangers in %.0f s (%s)",
                      sum(self._others.values()), seconds, _statuses(self._others))
         for kind, count in self._errors.items():
             if count > 1:
@@ -110,7 +110,9 @@ class Repeats(logging.Filter):
 
 
 def quieten_server_warnings() -> None:
-    """Hold back repeats of uvicorn's warnings (once in a process)."""
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, Repeats) for f in logger.filters):
-        logger.addFilter(Repeats())
+    """Hold back repeats of what strangers can make the server say at will (once in a process):
+    uvicorn's warnings, and the connection guards' evictions."""
+    for name in ("uvicorn.error", "declarative_miner.server.connections"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, Repeats) for f in logger.filters):
+            logger.addFilter(Repeats())

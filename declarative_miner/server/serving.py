@@ -17,8 +17,7 @@ import time
 from typing import Any, Optional
 
 import uvicorn
-from uvicorn.config import HTTP_PROTOCOLS
-from uvicorn.importer import import_from_string
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import ConfigError, ConfigProblem
 from .connections import Connections, guarded_protocol
@@ -31,8 +30,8 @@ def uvicorn_config(app: Any, connections: Optional[Connections], *, header_timeo
                    max_header_bytes: int) -> dict[str, Any]:
     """The keyword arguments of `uvicorn.Config` every miner process serves with."""
     quieten_server_warnings()
-    http = import_from_string(HTTP_PROTOCOLS["h11"])
-    return dict(app=app, http=guarded_protocol(http, connections) if connections is not None else http,
+    http = guarded_protocol(H11Protocol, connections) if connections is not None else H11Protocol
+    return dict(app=app, http=http,
                 ws="none", lifespan="on", log_config=None, access_log=False, proxy_headers=False,
                 server_header=False, timeout_keep_alive=max(1, round(header_timeout)),
                 timeout_graceful_shutdown=max(1, round(drain_timeout)),
@@ -68,6 +67,11 @@ class HttpServer:
         self.server = uvicorn.Server(uvicorn.Config(**config))
         self._thread: Optional[threading.Thread] = None
         self.failed: Optional[BaseException] = None
+
+    @property
+    def app(self) -> Any:
+        """The ASGI app it serves."""
+        return self.server.config.app
 
     @property
     def port(self) -> int:

@@ -71,6 +71,16 @@ class _Log(glogging.Logger):
         for handler in list(self.error_log.handlers):
             self.error_log.removeHandler(handler)
         self.error_log.propagate = True
+        if not any(isinstance(f, _ClosedTwice) for f in self.error_log.filters):
+            self.error_log.addFilter(_ClosedTwice())
+
+
+class _ClosedTwice(logging.Filter):
+    """Drops gunicorn's "Error while closing socket [Errno 9]" at each worker's exit: uvicorn closed
+    the listener already, and gunicorn closes it again (benoitc/gunicorn#3013). Nothing failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Error while closing socket") and "[Errno 9]" in record.getMessage())
 
 
 class _Application(BaseApplication):
