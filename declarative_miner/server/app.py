@@ -89,9 +89,7 @@ class MinerApp:
             status, (payload, extra) = 200, answer if answer is not None else (None, None)
         except ClientGone as exc:
             status, payload = exc.status, None  # nobody to answer, or nobody reading
-            if self.connections is not None:
-                self.connections.drop(scope.get("client"))
-                await asyncio.sleep(0)  # asyncio tells the server the connection is lost: let it, before returning
+            await self._drop(scope)
         except RequestError as exc:
             status, (payload, extra) = exc.status, ex.wire.failure(exc)
         except Exception as exc:  # a bug in a policy or hook: answer, log, keep serving
@@ -132,9 +130,13 @@ class MinerApp:
             async with asyncio.timeout(self.pipeline.limits.request_timeout):
                 await send_bytes(send, status, body, "application/json", extra)
         except TimeoutError:
-            if self.connections is not None:
-                self.connections.drop(ex.scope.get("client"))
-                await asyncio.sleep(0)  # as for a client gone: the server learns it before the app returns
+            await self._drop(ex.scope)
+
+    async def _drop(self, scope: dict) -> None:
+        """Drop the request's connection at once: its client is gone or not reading."""
+        if self.connections is not None:
+            self.connections.drop(scope.get("client"))
+            await asyncio.sleep(0)  # asyncio tells the server the connection is lost: let it, before the app returns
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:
