@@ -128,6 +128,9 @@ def requests_for(job: Job, connection: int) -> list[bytes]:
     return out
 
 
+RESET = 0  # the status recorded for a connection the server reset mid-request
+
+
 async def _read_response(reader: asyncio.StreamReader) -> int | None:
     """The status of one response, or None when the server had closed the connection. (One read
     of the whole head, not a line at a time: the generator shares the cores with the servers.)"""
@@ -154,14 +157,18 @@ async def _connection(port: int, source: str, requests: list[bytes], results: li
                 await asyncio.sleep(due - loop.time())
             started = time.perf_counter()
             writer.write(raw)
-            while (status := await _read_response(reader)) is None:
-                # The miner ends a connection whose body it did not read (a refusal before the body):
-                # reconnect and send again, as an HTTP client does; the time counts.
-                writer.close()
-                reader, writer = await connect()
-                writer.write(raw)
+            try:
+                while (status := await _read_response(reader)) is None:
+                    # The miner ends a connection whose body it did not read (a refusal before the body):
+                    # reconnect and send again, as an HTTP client does; the time counts.
+                    writer.close()
+                    reader, writer = await connect()
+                    writer.write(raw)
+            except (ConnectionResetError, BrokenPipeError):
+                # Cut off while still sending a body past its bound: the refusal is the reset.
+                status = RESET
             results.append((time.perf_counter() - started, status))
-            if reader.at_eof():
+            if status == RESET or reader.at_eof():
                 writer.close()
                 reader, writer = await connect()
     finally:

@@ -98,6 +98,38 @@ SPREAD = [f"127.0.0.{3 + i}" for i in range(20)]  # 20 other hosts, each floodin
 SPREAD_RATE = 95  # requests a second from each: under axon.max_refusals_per_ip (100)
 
 
+def dev_home() -> tuple[Path, str, str, dict]:
+    """A dev network in a new home, with the wallets the rows use: (home, wallets directory, the
+    miner's hotkey, the environment a server process runs in)."""
+    home = Path(tempfile.mkdtemp(prefix="dm-bench-"))
+    wallets = str(dev.dev_wallets_dir(str(home)))
+    dev.prepare(str(home), "dev-miner", "default", wallets, str(home / "dev" / "metagraph.yaml"), 1)
+    for name in ["stranger"] + [f"flood-{i}" for i in range(20)]:
+        create_wallet(name, "default", wallets)
+    miner_hotkey = open_wallet("dev-miner", "default", wallets).hotkey.ss58_address
+    return home, wallets, miner_hotkey, {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
+
+
+def miner_process(home: Path, env: dict, name: str, *overrides: str) -> load.Server:
+    """The default miner (it sheds) with `overrides`, on a free port, its cache and run folder its own.
+    btauth/1's 10 s window is widened: the generator signs its requests before the run."""
+    port = load.free_port()
+    return load.Server(name, [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null",
+                              f"axon.port={port}", "axon.max_age=120", f"cache.directory={home}/cache-{name}",
+                              f"hydra.run.dir={home}/run-{name}", *overrides], port, env)
+
+
+def spread_jobs(server: load.Server, wallets: str, miner_hotkey: str, requests: int) -> dict[str, list[load.Job]]:
+    """Floods spread over 20 addresses, each under the shedding limit: one connection an address,
+    paced to SPREAD_RATE requests a second, so no address is ever shed. "stranger": 20 unregistered
+    hotkeys (403); "forged": the validator's hotkey signed with zeros (401)."""
+    return {kind: [load.Job(server.port, "btauth", wallets, wallet, miner_hotkey, 10, requests,
+                            source=",".join(SPREAD[p::2]), forge=kind == "forged", pace=1 / SPREAD_RATE)
+                   for p in range(2)]
+            for kind, wallet in (("stranger", ",".join(f"flood-{i}" for i in range(20))),
+                                 ("forged", dev.DEV_VALIDATOR))}
+
+
 def held_connections(server: load.Server, run, each: int = 200) -> dict:
     """`run()` while another address holds `each` idle, slowloris and unread-body connections."""
     held = []
@@ -141,27 +173,17 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    home = Path(tempfile.mkdtemp(prefix="dm-bench-"))
-    wallets = str(dev.dev_wallets_dir(str(home)))
-    metagraph = home / "dev" / "metagraph.yaml"
-    dev.prepare(str(home), "dev-miner", "default", wallets, str(metagraph), 1)
-    for name in ["stranger"] + [f"flood-{i}" for i in range(20)]:
-        create_wallet(name, "default", wallets)
-    miner_hotkey = open_wallet("dev-miner", "default", wallets).hotkey.ss58_address
-    env = {**os.environ, "DECLARATIVE_MINER_HOME": str(home)}
+    home, wallets, miner_hotkey, env = dev_home()
     print(f"{'row':<34} {'req/s median (min-max)':<24}  latency ms median (min-max)   server CPU/request")
 
-    ports = {name: load.free_port() for name in ("miner", "uncached", "floor", "axon", "workers", "shedding", "then")}
+    ports = {name: load.free_port() for name in ("miner", "uncached", "floor", "axon", "workers", "then")}
     # btauth/1's 10 s window is widened for both btauth servers alike: requests are pre-signed.
     # This miner never sheds a flooding address, so the cost of each refusal can be measured;
     # `shedding` is the default miner, which does.
     miner = load.Server("miner", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null", f"axon.port={ports['miner']}",
                              "axon.max_age=120", "axon.max_refusals_per_ip=0", "hydra.run.dir=" + str(home / "run")],
                    ports["miner"], env)
-    shedding = load.Server("shedding", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null",
-                                   f"axon.port={ports['shedding']}", "axon.max_age=120",
-                                   "cache.directory=${home}/cache3", "hydra.run.dir=" + str(home / "run4")],
-                      ports["shedding"], env)
+    shedding = miner_process(home, env, "shedding")
     uncached = load.Server("uncached", [sys.executable, "-m", "declarative_miner", f"home={home}", "metrics.port=null", "cache.ttl=0",
                                    f"axon.port={ports['uncached']}", "axon.max_age=120",
                                    "hydra.run.dir=" + str(home / "run2")], ports["uncached"], env)
@@ -221,13 +243,7 @@ def main() -> None:
             # 20 connections from another address claiming the validator's hotkey, signed with zeros.
             forged = [load.Job(server.port, "btauth", wallets, dev.DEV_VALIDATOR, miner_hotkey, 10,
                                args.requests, source=ATTACKER, forge=True) for _ in range(2)]
-            # The same spread over 20 addresses, each under the shedding limit: one connection an
-            # address, paced to SPREAD_RATE requests a second, so no address is ever shed.
-            spread = {kind: [load.Job(server.port, "btauth", wallets, wallet, miner_hotkey, 10, args.requests,
-                                      source=",".join(SPREAD[p::2]), forge=kind == "forged", pace=1 / SPREAD_RATE)
-                             for p in range(2)]
-                      for kind, wallet in (("stranger", ",".join(f"flood-{i}" for i in range(20))),
-                                           ("forged", dev.DEV_VALIDATOR))}
+            spread = spread_jobs(server, wallets, miner_hotkey, args.requests)
             rows = interleaved(args.reps, {
                 "alone": lambda: measure(server, validator()),
                 "flooded": lambda: measure(server, flood + validator(), focus=len(flood)),

@@ -40,6 +40,7 @@ from .server.serving import bind
 from .server.request_log import RequestLog
 from .server.shedding import Shedding
 from .state import Store, kind_of, open_store
+from .state.memory import MemoryCells
 from .state.stores import CULL_INTERVAL
 from .synapses import Synapse, build_synapses, check_arguments
 
@@ -187,7 +188,10 @@ def build_app(parts: Parts, miner: Any, *, connections: bool = True) -> MinerApp
     a = parts.settings.axon
     store, metrics = parts.store, parts.metrics
     addresses = Addresses(a.trusted_proxies, a.ipv6_prefix)
-    shedding = Shedding(a.max_refusals_per_ip, a.shed_for, store.cells)
+    # A refusal is counted on the event loop, at flood rates: in this process's memory when it is the
+    # only one serving (exact, with no store write a refusal), else where the processes share it.
+    refusals = store.cells if a.workers > 1 or store.kind == "redis" else MemoryCells(MAX_CALLERS)
+    shedding = Shedding(a.max_refusals_per_ip, a.shed_for, refusals)
     for rule in parts.blacklist.shareable:
         rule.share(store.cells)  # rate limits are one budget across processes (and machines)
     scheduler = Scheduler(a.max_concurrency, a.max_queue, waiting=metrics.queued, overrunning=metrics.overrunning)

@@ -187,3 +187,8 @@ async def streams_megabytes(request: Prompting):
     for _ in range(100):
         produced.append(1 << 20)
         yield "x" * (1 << 20)
+
+
+def answers_megabytes(request: Prompting) -> str:
+    """One answer of 8 MB: more than the kernel's socket buffers hold."""
+    return "x" * (8 << 20)

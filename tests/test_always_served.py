@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from bittensor import http_auth
@@ -60,6 +61,65 @@ def test_trailers_never_override_headers(make_miner, hotkeys):
     assert answers == {"address": (403, "allow_ips: address 10.6.6.6 is not on the allow list"),
                        "signature": (401, "the request carries no hotkey header; sign it with one of btauth, "
                                           "epistula, v10")}
+
+
+def test_a_request_framed_two_ways_is_refused_and_its_connection_ends(make_miner):
+    # Content-Length and chunked at once: a proxy that framed it by length would see the chunked
+    # body's second request as ours to answer (smuggling). 400, and nothing after it is read.
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    smuggled = request_bytes("GET", "/health", {})
+    with make_miner() as miner, connect(miner.port, "127.0.0.2") as sock:
+        sock.sendall(request_bytes("POST", "/Prompting", {"Content-Length": len(body), "Transfer-Encoding": "chunked"},
+                                   body) + smuggled)
+        status, head, answer = read_response(sock)
+        after = sock.recv(65536)
+    assert (status, json.loads(answer)["reason"]) == (400, "Transfer-Encoding and Content-Length both set; send one")
+    assert head["connection"] == "close"
+    assert after == b""  # the connection ended: the pipelined request was never answered
+
+
+def _not_reading(port: int, source: str) -> socket.socket:
+    """A connection whose client reads nothing (and whose receive buffer is small)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(10)
+    return sock
+
+
+def test_an_answer_nobody_reads_ends_its_connection_at_the_timeout(make_miner, hotkeys, client_for):
+    # 8 MB of JSON to a client that reads nothing: past what the kernel buffers, the server may not
+    # hold the connection (nor the request's task, nor its slot) beyond the request timeout.
+    with make_miner("prompt._target_=tests.prompts.answers_megabytes", "axon.max_concurrency=1", "cache.ttl=0",
+                    "axon.request_timeout=2") as miner:
+        connections = miner._server.app.connections
+        headers, body = _signed(hotkeys, miner, "answered to nobody")
+        with _not_reading(miner.port, "127.0.0.1") as sock:
+            sock.sendall(request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body)}, body))
+            unsent = []
+            wait_until(lambda: unsent.append(connections.largest_unsent()) or
+                       gauge(miner, "miner_requests_total", route="/Prompting", status="499") == 1)
+            wait_until(lambda: connections.total == 0 and gauge(miner, "miner_inflight") == 0)
+        after = client_for(miner).prompt(["the slot is free again"])
+    assert max(unsent) <= 2 * 65536, max(unsent)  # WRITE_BUFFER_HIGH plus one STREAM_PIECE
+    assert after.status == 200, after.reason
+
+
+def test_refusals_nobody_reads_end_their_connection_at_the_timeout(make_miner, client_for):
+    # 200 pipelined requests, each refused by a 404 of 30 KB (its reason names the path): 6 MB of
+    # answers to a client that reads nothing, more than the kernel buffers.
+    path = "/" + "x" * 30000
+    with make_miner("axon.request_timeout=2", "axon.max_refusals_per_ip=0") as miner:
+        connections = miner._server.app.connections
+        with _not_reading(miner.port, "127.0.0.2") as sock:
+            try:  # the server stops reading once its answers back up, until it drops the connection
+                sock.sendall(request_bytes("POST", path, {"Content-Length": 0}) * 200)
+            except OSError:
+                pass
+            wait_until(lambda: connections.total == 0 and gauge(miner, "miner_inflight") == 0)
+        after = client_for(miner).prompt(["served after the unread refusals"])
+    assert after.status == 200, after.reason
 
 
 def _free_port() -> int:
@@ -179,6 +239,36 @@ def _answered(sock: socket.socket) -> bool:
         return False
     finally:
         sock.settimeout(timeout)
+
+
+def test_a_shed_address_keeps_at_most_the_bound_of_what_it_sent(make_miner, hotkeys, client_for, tmp_path):
+    # A connection sends a request, then a megabyte more while it is answered (the server reads
+    # none of it meanwhile); its address is shed before the answer. When the server reads on, it
+    # keeps at most HELD_MAX bytes for after the cool-down: the connection is dropped past that
+    # (its answer with it, if still unread: a sender of megabytes while shed is no validator).
+    from declarative_miner.server.connections import HELD_MAX
+
+    gate = tmp_path / "gate"
+    with make_miner("prompt._target_=tests.prompts.waits_for_file", f"+prompt.path={gate}", "cache.ttl=0",
+                    "axon.max_refusals_per_ip=4", "axon.shed_for=30") as miner:
+        app = miner._server.app
+        headers, body = _signed(hotkeys, miner, "answered, then shed")
+        with connect(miner.port, "127.0.0.2") as sock, connect(miner.port, "127.0.0.2") as flood:
+            sock.sendall(request_bytes("POST", "/Prompting", {**headers, "Content-Length": len(body)}, body))
+            wait_until(Path(f"{gate}.started").exists)
+            sock.settimeout(0.5)
+            try:  # what the kernel takes: the server reads none of it while it answers
+                sock.sendall(request_bytes("POST", "/Prompting", {"Content-Length": 1 << 20}) + b"x" * (1 << 20))
+            except TimeoutError:
+                pass
+            flood.sendall(request_bytes("GET", "/nothing", {}) * 20)  # refused (404): shed past 4
+            wait_until(lambda: app.shedding.shed_for("127.0.0.2") > 0)
+            gate.touch()
+            kept = []
+            wait_until(lambda: kept.append(app.connections.held_bytes) or app.connections.held_by("127.0.0.2") < 2)
+        after = client_for(miner).prompt(["served while an address is shed"])
+    assert max(kept) <= HELD_MAX
+    assert after.status == 200, after.reason
 
 
 # 5. A stream nobody reads is bounded, and ends -------------------------------------------------

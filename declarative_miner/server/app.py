@@ -14,12 +14,12 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
-from ..errors import ClientGone, HeadersTooLarge, NotFound, RequestError
+from ..errors import BadRequest, ClientGone, HeadersTooLarge, NotFound, RequestError
 from ..prompting import json_default
 from .addresses import Addresses
 from .connections import Connections
 from .metrics import Metrics
-from .pipeline import PING_ROUTE, Exchange, Pipeline
+from .pipeline import PING_ROUTE, Exchange, Pipeline, send_body
 from .request_log import RequestLog
 from .shedding import Shedding
 
@@ -99,8 +99,8 @@ class MinerApp:
             self.metrics.inflight.dec()
         if not ex.known and status >= 400 and status != 499:
             self.shedding.refused(ex.caller.key)  # a stranger's doing
-        if payload is not None:
-            await self._reply(ex, send, status, payload, extra)
+        if payload is not None and not await self._reply(ex, send, status, payload, extra):
+            status = ClientGone.status  # nobody read it
         route = path if path in self.pipeline.routes or path in _KNOWN else "other"
         seconds = time.perf_counter() - ex.started
         wire = ex.wire.name if ex.wire.claims(ex.headers) else "none"
@@ -116,8 +116,15 @@ class MinerApp:
         if size > self.max_header_bytes:
             raise HeadersTooLarge(f"request line and headers exceed {self.max_header_bytes} bytes",
                                   headers={"connection": "close"})
+        names = {name for name, _ in scope["headers"]}
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # Framed two ways: a proxy in front may have read it the other way (request smuggling).
+            # Refused, and the connection ends with the answer (RFC 9112 §6.3).
+            raise BadRequest("Transfer-Encoding and Content-Length both set; send one",
+                             headers={"connection": "close"})
 
-    async def _reply(self, ex: Exchange, send: Callable, status: int, payload: Any, extra: dict) -> None:
+    async def _reply(self, ex: Exchange, send: Callable, status: int, payload: Any, extra: dict) -> bool:
+        """Send the answer; False: its client did not read it within the request timeout (dropped)."""
         body = encode_json(payload)
         if self.sign_reply is not None and ex.known:  # a stranger gets no signature over words it chose
             extra = {**extra, **self.sign_reply(method=ex.scope["method"], target=ex.target, body=body,
@@ -129,8 +136,10 @@ class MinerApp:
         try:  # a client that does not read its answer does not hold its connection past the timeout
             async with asyncio.timeout(self.pipeline.limits.request_timeout):
                 await send_bytes(send, status, body, "application/json", extra)
+            return True
         except TimeoutError:
             await self._drop(ex.scope)
+            return False
 
     async def _drop(self, scope: dict) -> None:
         """Drop the request's connection at once: its client is gone or not reading."""
@@ -178,4 +187,4 @@ async def send_bytes(send: Callable, status: int, body: bytes, content_type: str
     raw_headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_body(send, body)

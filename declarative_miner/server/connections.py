@@ -9,7 +9,9 @@ and passes them on. What it adds:
 - the request line and headers must arrive within `header_timeout` of the connection opening or of
   the previous response, on every request (slowloris and idle keep-alive alike); their size is
   uvicorn's to bound (h11's `max_incomplete_event_size`);
-- the connections of an address being shed (shedding.py) are not read while it is;
+- the connections of an address being shed (shedding.py) are not read while it is; what one had
+  read already is kept for later up to `HELD_MAX` bytes (all of them up to `HELD_TOTAL`), and a
+  connection sending more while shed is dropped;
 - a trusted reverse proxy's connections carry many callers: never counted per address, never paused;
 - a response holds at most `WRITE_BUFFER_HIGH` bytes unsent (the server waits for the client to read
   past it), and a connection closed with bytes its client never read is dropped, not left to flush.
@@ -31,6 +33,8 @@ from .shedding import Shedding
 log = logging.getLogger(__name__)
 
 WRITE_BUFFER_HIGH = 65536  # bytes a connection holds unsent before its response waits for the client
+HELD_MAX = 65536  # bytes a shed connection keeps of what it had sent; more and it is dropped
+HELD_TOTAL = 16 << 20  # bytes all shed connections keep at once; more and the one sending is dropped
 
 
 class Connections:
@@ -43,6 +47,7 @@ class Connections:
         self._by_key: dict[str, list["Guarded"]] = {}  # oldest first
         self._by_peer: dict[tuple, "Guarded"] = {}
         self.total = 0
+        self.held_bytes = 0  # what shed connections keep (`HELD_TOTAL`)
 
     def held_by(self, key: str) -> int:
         return len(self._by_key.get(key, ()))
@@ -141,12 +146,10 @@ class Guarded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.admitted:
             return
+        if self._held is None and not self.via_proxy and (wait := self.connections.shedding.shed_for(self.key)):
+            self._hold(wait, [])
         if self._held is not None:  # paused: keep it for later, in order
-            self._held.append(data)
-            self.transport.pause_reading()
-            return
-        if not self.via_proxy and (wait := self.connections.shedding.shed_for(self.key)):
-            self._hold(wait, [data])
+            self._keep(data)
             return
         self.inner.data_received(data)
 
@@ -156,6 +159,7 @@ class Guarded(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._release()
         if self.admitted:
             self.connections.gone(self)
             self.inner.connection_lost(exc)
@@ -191,8 +195,27 @@ class Guarded(asyncio.Protocol):
         self.transport.pause_reading()  # the rest waits in the kernel, costing nothing
         self.loop.call_later(seconds, self._unshed)
 
+    def _keep(self, data: bytes) -> None:
+        """Keep what a shed connection sent, within `HELD_MAX` (and `HELD_TOTAL`); past that, drop it."""
+        kept = sum(map(len, self._held))
+        if kept + len(data) > HELD_MAX or self.connections.held_bytes + len(data) > HELD_TOTAL:
+            log.debug("dropping a connection of %s: it sent over %d bytes while shed", self.key, kept + len(data))
+            self.transport.abort()
+            return
+        self._held.append(data)
+        self.connections.held_bytes += len(data)
+        self.transport.pause_reading()
+
+    def _release(self) -> Optional[bytes]:
+        """What the connection kept while shed (no longer counted), or None if it was not."""
+        if self._held is None:
+            return None
+        held, self._held = b"".join(self._held), None
+        self.connections.held_bytes -= len(held)
+        return held
+
     def _unshed(self) -> None:
-        held, self._held = b"".join(self._held or ()), None
+        held = self._release()
         if self.transport.is_closing():
             return
         self.transport.resume_reading()

@@ -258,15 +258,10 @@ class Pipeline:
                 await chunks.aclose()
 
     async def _send_read(self, send: Callable, body: bytes, deadline: float, last: bool = False) -> None:
-        """Send part of a stream, piece by piece, each once the client has read enough of the one
-        before (the server waits while its buffer is over its high-water mark): what a response
-        holds unsent is bounded, and a stream nobody reads ends at the deadline."""
+        """Send part of a stream (`send_body`): a stream nobody reads ends at the deadline."""
         try:
             async with asyncio.timeout_at(deadline):
-                for start in range(0, max(1, len(body)), STREAM_PIECE):
-                    piece = body[start:start + STREAM_PIECE]
-                    await send({"type": "http.response.body", "body": piece,
-                                "more_body": not last or start + STREAM_PIECE < len(body)})
+                await send_body(send, body, last)
         except TimeoutError:
             raise StreamNotRead(f"the client did not read the answer within {self.limits.request_timeout:g} s") from None
 
@@ -278,3 +273,12 @@ class Pipeline:
             return None
         except TimeoutError:
             raise PromptTimeout(f"no answer within {self.limits.request_timeout:g} s") from None
+
+
+async def send_body(send: Callable, body: bytes, last: bool = True) -> None:
+    """Send `body` piece by piece, each once the client has read enough of the one before (the
+    server waits while its buffer is over its high-water mark): what a response holds unsent is
+    bounded by that mark plus one piece, however large the answer."""
+    for start in range(0, max(1, len(body)), STREAM_PIECE):
+        await send({"type": "http.response.body", "body": body[start:start + STREAM_PIECE],
+                    "more_body": not last or start + STREAM_PIECE < len(body)})

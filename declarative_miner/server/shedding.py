@@ -8,9 +8,11 @@ callers. So an address refused more than `limit` times a second (a rate, with bu
 time it is shed again within a minute, at most `MAX_SHED_FOR`), and a caller behind a trusted proxy
 is refused at once. A paused connection costs nothing: its bytes wait in the kernel.
 
-Refusals are counted in the state store's cells (state/), so with several workers, or machines on
-Redis, an address spreading its flood over them is shed at the limit, not at a multiple of it. Which
-addresses are shed is each process's own (read for every request, so never a store look-up).
+Refusals are counted in `cells` (GCRA): with one server process in its memory (no store write per
+refusal, which a flood would pay for on the event loop), with several workers or machines on Redis
+in the state store's cells (state/), so an address spreading its flood over them is shed at the
+limit, not at a multiple of it. Which addresses are shed is each process's own (read for every
+request, so never a store look-up).
 """
 
 from __future__ import annotations
