@@ -3,7 +3,7 @@ signed with btauth/1 is checked by bittensor 11's `http_auth.verify`; one signed
 Dendrite signs (protocols.md §1) is checked as a v10 Axon checks it: the signed nonce's age, the
 sr25519 signature over `nonce.dendrite.axon.uuid.body_hash`, the body's hash, a replayed nonce.
 
-    python benchmarks/floor.py --port 8101 --hotkey <ss58 the requests are signed for>
+    python benchmarks/floor.py --port 8101 --hotkey <ss58 the requests are signed for> [--http h11]
 """
 
 import argparse
@@ -21,6 +21,7 @@ MAX_AGE = 120.0  # seconds: the requests are signed before the run, as for the m
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--hotkey", required=True)
+parser.add_argument("--http", default="auto", help="uvicorn's HTTP parser: auto (httptools here) or h11, the miner's")
 args = parser.parse_args()
 store = http_auth.InMemoryNonceStore(retention=13.0)
 seen_v10: set[tuple[str, str, int]] = set()  # a run's nonces: a few thousand
@@ -68,4 +69,4 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": data})
 
 
-uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, http=args.http)

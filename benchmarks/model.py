@@ -4,6 +4,10 @@ and how soon a streamed answer's first chunk arrives. By hand:
     python benchmarks/model.py                      # a ~30 M-parameter random Llama (8 x 512)
     python benchmarks/model.py --hidden 32 --layers 2 --requests 10   # the tests' tiny model
 
+Then, at each `--concurrency` above 1, by turns: that many callers at once through the miner, against
+the same prompts answered by hand `axon.max_concurrency` at a time (as the miner runs them), each
+request timed from the batch's start to its answer, queueing included.
+
 Builds a random-weight Llama (no download), serves it with the llama recipe on loopback, and
 alternates the two ways of answering the same prompts, one request at a time: `generate` on the
 miner's own model object, and a signed request through the miner (blacklist, signature, cache
@@ -20,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -85,14 +90,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="prompt.threads (default: the recipe's)")
+    parser.add_argument("--concurrency", default="1,4", help="callers at once (1: the paired rounds above)")
+    parser.add_argument("--turns", type=int, default=3, help="batches of each way at each concurrency above 1")
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="axon.max_concurrency: generations at once (default: the recipe's, 2)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dm-model-bench-"))
     # An ASCII-only vocabulary: random weights then write text from the first token, as a trained
     # model does, instead of byte runs that are no text yet (which no streamer can send early).
     model = tiny_model.build(home / "model", hidden=args.hidden, layers=args.layers, every_byte=False)
-    miner = Miner(compose([f"home={home}", "axon.port=0", "metrics.port=null", "+recipe=llama", f"prompt.model={model}",
+    config = compose([f"home={home}", "axon.port=0", "metrics.port=null", "+recipe=llama", f"prompt.model={model}",
                            f"prompt.max_new_tokens={args.tokens}", "cache.ttl=0", "blacklist=open",
-                           *([f"prompt.threads={args.threads}"] if args.threads else [])]))
+                      *([f"prompt.threads={args.threads}"] if args.threads else []),
+                      *([f"axon.max_concurrency={args.max_concurrency}"] if args.max_concurrency else [])])
+    miner = Miner(config)
     backend = miner.backend
     with miner:
         signer = open_wallet(dev.DEV_VALIDATOR, "default", str(home / "dev" / "wallets")).hotkey
@@ -107,6 +118,8 @@ def main() -> None:
             served.append(through_miner(client, text, stream=False))
             first_served.append(through_miner(client, text, stream=True))
         client.close()
+        crowded = [(c, at_once(backend, miner, signer, c, config.axon.max_concurrency, args))
+                   for c in (int(level) for level in args.concurrency.split(",")) if c > 1]
     params = backend.model.num_parameters()
     med = statistics.median
     print(f"model: random Llama, {params:,} parameters, {args.tokens} new tokens "
@@ -121,6 +134,36 @@ def main() -> None:
     print(f"first chunk: {med(first_served) * 1e3:.1f} ms through the miner vs {med(first_direct) * 1e3:.1f} ms by hand "
           f"({(med(first_served) - med(first_direct)) * 1e3:+.1f} ms); {med(first_served) / med(served):.1%} of the "
           "whole answer's time")
+
+    for c, (hand, served, overheads) in crowded:
+        print(f"c={c}: whole answer, median from the batch's start: generate() by hand "
+              f"{config.axon.max_concurrency} at a time {med(hand) * 1e3:.1f} ms, through the miner "
+              f"{med(served) * 1e3:.1f} ms; overhead of the miner {med(overheads):+.1%} (median over turns)")
+
+
+def at_once(backend, miner: Miner, signer, callers: int, slots: int, args) -> tuple[list, list, list]:
+    """`args.turns` batches each way of `callers` prompts asked at once: by hand `slots` at a time, and
+    through the miner; (by hand's times, the miner's, each turn's ratio of medians - 1)."""
+    clients = [MinerClient(signer, "127.0.0.1", miner.port, receiver=miner.hotkey) for _ in range(callers)]
+    texts = [PROMPTS[i % len(PROMPTS)] for i in range(callers)]
+
+    def timed(workers: int, ask) -> list[float]:
+        begun = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda i: (ask(i), time.perf_counter() - begun)[1], range(callers)))
+
+    hand, served, overheads = [], [], []
+    try:
+        for _ in range(args.turns):
+            by_hands = timed(slots, lambda i: by_hand(backend, texts[i], args.tokens))
+            through = timed(callers, lambda i: through_miner(clients[i], texts[i], stream=False))
+            hand += by_hands
+            served += through
+            overheads.append(statistics.median(through) / statistics.median(by_hands) - 1)
+    finally:
+        for client in clients:
+            client.close()
+    return hand, served, overheads
 
 
 if __name__ == "__main__":

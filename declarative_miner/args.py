@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
 import typing
 from enum import Enum
-from functools import lru_cache
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,22 +13,14 @@ from . import schema
 from .config import _field_type
 
 
-@lru_cache(maxsize=1)
-def _comments() -> dict[str, str]:
-    """`Class.field` -> the trailing comment of its line in schema.py (the field's docs)."""
-    found = {}
-    for cls in (c for c in vars(schema).values() if dataclasses.is_dataclass(c)):
-        for line in inspect.getsource(cls).splitlines():
-            match = re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line)
-            if match:
-                found[f"{cls.__name__}.{match.group(1)}"] = match.group(2)
-    return found
-
-
 def _help(key: str) -> str:
+    """The schema's help for `key` (schema.doc's metadata), or nothing for keys it does not name."""
     parent = _field_type(key.rpartition(".")[0]) if "." in key else schema.MinerConfig
-    name = getattr(parent, "__name__", "")
-    return _comments().get(f"{name}.{key.rpartition('.')[2]}", "")
+    if not dataclasses.is_dataclass(parent):
+        return ""
+    named = {f.name: f for f in dataclasses.fields(parent)}
+    leaf = named.get(key.rpartition(".")[2])
+    return leaf.metadata.get("help", "") if leaf else ""
 
 
 def _bool(text: str) -> bool:

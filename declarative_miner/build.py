@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from .auth.formats import open_wire_formats
 from .auth.reply_signature import ReplySigner
 from .cache import PromptCache, answerer
+from .chain.clock import check_clock
 from .chain.live import LiveChain
 from .chain.network import connect, open_miner_wallet
 from .chain.sync import MetagraphSync
@@ -28,6 +29,7 @@ from .imports import Checked, build, locate
 from .policies.blacklist import Blacklist, build_blacklist
 from .policies.priority import build_priority
 from .processes import alive
+from .runtime.readiness import Readiness
 from .runtime.scheduler import Scheduler
 from .schema import MinerConfig, Mode
 from .server.addresses import Addresses
@@ -46,6 +48,7 @@ from .synapses import Synapse, build_synapses, check_arguments
 
 log = logging.getLogger(__name__)
 
+READY_INTERVAL = 30.0  # seconds between the readiness checks (GET /ready)
 MAX_CALLERS = 100_000  # rate budgets and refusal counts the memory store keeps at once (least recent out)
 
 
@@ -96,12 +99,38 @@ def build_parts(s: MinerConfig, *, wallet: Any = None, subtensor: Any = None,
     if s.axon.replay_store is not None:
         log.warning("axon.replay_store is deprecated and goes in a later release: say state.store=%s", store_setting(s))
     metrics = Metrics()
-    sync.listen(lambda graph: (metrics.metagraph_block.set(graph.block), metrics.metagraph_time.set(graph.fetched_at)))
+    sync.listen(lambda graph: _observe_graph(metrics, graph, chain, wallet.hotkey.ss58_address))
     store = _store(s)
     cache = PromptCache(s.cache.ttl, s.cache.on_hit.value, s.cache.scope,
                         s.cache.namespace or answerer(s.prompt, own_prompt), store.prompts, hit=metrics.cache_hits.inc)
     return Parts(s, wallet, not_created, sync, chain, blacklist, priority, prompt, synapses, store, cache, metrics,
                  published)
+
+
+def _observe_graph(metrics: Metrics, graph: Any, chain: Optional[LiveChain], hotkey: str) -> None:
+    """The metagraph gauges, and this miner's standing in it (a live chain's columns, else the uid)."""
+    metrics.metagraph_block.set(graph.block)
+    metrics.metagraph_time.set(graph.fetched_at)
+    if (standing := chain.standing() if chain is not None else None) is not None:
+        metrics.stand(**standing)
+    else:
+        mine = graph.by_hotkey(hotkey)
+        metrics.stand(mine.uid if mine is not None else None)
+
+
+def _readiness(parts: Parts, miner: Any) -> Readiness:
+    """The background checks behind `GET /ready`: a fresh metagraph, the model server (a prompt's
+    `probe`), and on a live chain this clock and the published endpoint."""
+    a, chain = parts.settings.axon, parts.chain
+    checks = [miner.unavailable]
+    if (probe := getattr(parts.prompt, "probe", None)) is not None:
+        checks.append(probe)
+    if chain is not None:
+        checks.append(lambda: check_clock(chain.clock, a.allowed_skew, a.max_age, parts.metrics.clock_lag.set))
+        if parts.published_ip is not None:
+            checks.append(lambda: chain.keep_published(parts.wallet, parts.published_ip, a.external_port or miner.port))
+    interval = min(READY_INTERVAL, parts.settings.network.sync_interval)  # a metagraph read is news to check
+    return Readiness(checks, interval, on_change=parts.metrics.ready.set)
 
 
 def _published_ip(s: MinerConfig) -> Optional[str]:
@@ -207,13 +236,20 @@ def build_app(parts: Parts, miner: Any, *, connections: bool = True) -> MinerApp
     guards = Connections(max_connections=_connections_allowed(a.max_connections),
                          max_per_address=a.max_connections_per_ip, header_timeout=a.request_timeout,
                          addresses=addresses, shedding=shedding) if connections else None
-    requests, upkeep = RequestLog(), _Upkeep(store)
+    requests, upkeep, readiness = RequestLog(), _Upkeep(store), _readiness(parts, miner)
     return MinerApp(
         pipeline=pipeline, addresses=addresses, shedding=shedding, health=miner.health, metrics=metrics,
         requests=requests, max_header_bytes=a.max_header_bytes, connections=guards,
+        ready=lambda: readiness.reasons, validator=lambda hotkey: _holds_permit(miner.metagraph, hotkey),
         sign_reply=ReplySigner(parts.wallet.hotkey) if a.sign_responses else None,
-        on_startup=[upkeep.start, miner._start_prompt, parts.sync.start, requests.start, miner._announce],
-        on_shutdown=[parts.sync.stop, miner._close_prompt, requests.stop, upkeep.stop])
+        on_startup=[upkeep.start, miner._start_prompt, parts.sync.start, requests.start, readiness.start,
+                    miner._announce],
+        on_shutdown=[readiness.stop, parts.sync.stop, miner._close_prompt, requests.stop, upkeep.stop])
+
+
+def _holds_permit(metagraph: Any, hotkey: str) -> bool:
+    neuron = metagraph.by_hotkey(hotkey)
+    return neuron is not None and neuron.validator_permit
 
 
 def _connections_allowed(wanted: int) -> int:

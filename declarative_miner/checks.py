@@ -97,6 +97,7 @@ def check(settings: MinerConfig) -> list[ConfigProblem]:
     for key in ("port", "external_port"):
         port = getattr(axon, key)
         need(port is None or 0 <= port <= 65535, f"axon.{key}", port, "a port from 0 to 65535")
+    need(settings.keep_runs >= 0, "keep_runs", settings.keep_runs, "0 (keep all) or more")
     need(axon.max_concurrency >= 1, "axon.max_concurrency", axon.max_concurrency, "at least 1")
     need(axon.max_queue >= 0, "axon.max_queue", axon.max_queue, "0 or more")
     need(axon.request_timeout > 0, "axon.request_timeout", axon.request_timeout, "seconds > 0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -24,17 +25,20 @@ MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi
 log = logging.getLogger("declarative_miner")
 
 EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 75  # EX_TEMPFAIL: the config is fine, what it names did not answer; service managers restart
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
 _VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                  "--config-dir", "-cd", "--experimental-rerun"}
 
 
 def fail(error: ConfigError) -> None:
-    """Print every config problem, one per line, and exit 2 (no traceback)."""
-    print("declarative_miner: the config has problems:", file=sys.stderr)
+    """Print every config problem, one per line, and exit 2 (no traceback); 75 when every problem is
+    of the moment (a chain that does not answer), which a service manager should try again."""
+    print("declarative_miner: the config has problems:" if not error.transient else
+          "declarative_miner: cannot start now (the config may be right):", file=sys.stderr)
     for problem in error.problems:
         print(f"  {problem}", file=sys.stderr)
-    sys.exit(EXIT_CONFIG)
+    sys.exit(EXIT_UNREACHABLE if error.transient else EXIT_CONFIG)
 
 
 def _user_overrides(argv: list[str]) -> list[str]:
@@ -122,8 +126,41 @@ def _share_metrics(cfg: DictConfig) -> None:
         os.environ[MULTIPROCESS_DIRECTORY] = str(directory)
 
 
+# Loggers that write a line per call (each request to a model server, each chain query): DEBUG only.
+CHATTY_LOGGERS = ("httpx", "httpcore", "urllib3", "websockets", "bittensor")
+
+
+def _quiet(cfg: DictConfig) -> None:
+    """`log_level` for the miner; the libraries' per-call lines and progress bars only at DEBUG (a
+    service's log holds what an operator reads). An evaluation keeps its progress bars."""
+    level = cfg.log_level.value if hasattr(cfg.log_level, "value") else str(cfg.log_level)
+    logging.getLogger().setLevel(level)
+    if level != "DEBUG":
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+        if cfg.mode != Mode.eval:
+            os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm's own switch (transformers' bars are tqdm's)
+
+
+def _prune_runs(cfg: DictConfig) -> None:
+    """Keep the newest `keep_runs` run folders (home/runs/DATE/TIME, this one included). Nothing is
+    pruned where `hydra.run.dir` points elsewhere: that directory is the operator's."""
+    if not cfg.keep_runs or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return
+    runs = Path(cfg.home).expanduser().resolve() / "runs"
+    if Path(HydraConfig.get().runtime.output_dir).resolve().parent.parent != runs:
+        return
+    folders = sorted(runs.glob("*/*"), key=lambda folder: (folder.parent.name, folder.name))
+    for old in folders[:-cfg.keep_runs]:
+        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            old.parent.rmdir()  # a day left empty
+
+
 @hydra.main(config_path=str(config.CONF_DIR), config_name=config.PRIMARY, version_base="1.3")
 def _job(cfg: DictConfig) -> Optional[float]:
+    _quiet(cfg)
+    _prune_runs(cfg)
     _share_metrics(cfg)
     from .miner import Miner  # imported here so --help stays fast
 

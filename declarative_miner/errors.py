@@ -10,10 +10,12 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One thing wrong with a config: the full key and what is wrong with it."""
+    """One thing wrong with a config: the full key and what is wrong with it. `transient`: the config
+    may be right and what it names unreachable now (a chain down at boot): worth starting again."""
 
     key: str
     message: str
+    transient: bool = False
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}"
@@ -25,6 +27,11 @@ class ConfigError(Exception):
     def __init__(self, problems: Sequence[ConfigProblem]):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def transient(self) -> bool:
+        """Whether every problem is of the moment (nothing to fix in the config): a start may work later."""
+        return all(p.transient for p in self.problems)
 
 
 class RequestError(Exception):

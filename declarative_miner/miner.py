@@ -223,7 +223,7 @@ class Miner:
         inherited = [self._metrics_server.socket] if self._metrics_server is not None else []
         try:
             supervise(app, sock, self.settings.axon.workers, self._uvicorn_config(app),
-                      graceful_timeout=self.drain_bound + 1, inherited=inherited)
+                      graceful_timeout=self.settings.axon.stop_bound, inherited=inherited)
         except WorkerFailed as exc:
             raise ConfigError([ConfigProblem("axon.workers", f"a worker could not start, so the miner stopped "
                                              f"(got {exc.reason}; expected workers that start: fix the cause "
@@ -297,7 +297,7 @@ class Miner:
     @property
     def drain_bound(self) -> float:
         """Seconds a stop may take at most: the in-flight requests' deadline, and a second."""
-        return self.settings.axon.request_timeout + 1.0
+        return self.settings.axon.drain_bound
 
     def check_serving(self) -> list[str]:
         """What `mode=validate` checks beyond building: the store opens, the port is free (or held by
@@ -425,6 +425,8 @@ class Miner:
                 "mode=validate creates nothing" if self.not_created else self.hotkey),
             f"axon       http://{s.axon.ip}:{s.axon.port} ({formats}; {s.axon.max_concurrency} at once, "
             f"timeout {s.axon.request_timeout:g} s, {s.axon.workers} process{'es' if s.axon.workers > 1 else ''})",
+            f"stopping   SIGTERM drains within {s.axon.stop_bound:g} s: a service manager must wait longer before it "
+            "kills (systemd TimeoutStopSec, pm2 kill_timeout, docker stop_grace_period)",
             f"state      {kind(self._parts)}",
             f"blacklist  {rules}",
             f"priority   {s.priority.strategy} {s.priority.params or ''}".rstrip(),

@@ -145,9 +145,27 @@ def _install_v10() -> Optional[tuple[bool, str]]:
     return None
 
 
+PM2 = "pm2@5.4.3"
+PM2_DIR = CACHE.parent / PM2.replace("@", "-")
+PM2_BIN = PM2_DIR / "node_modules" / ".bin" / "pm2"
+
+
+@functools.cache
+def _install_pm2() -> Optional[str]:
+    """Install pm2 from npm into a cached directory (once a session); None once it is there, else why not."""
+    if PM2_BIN.exists():
+        return None
+    if shutil.which("npm") is None:
+        return "npm is not installed (Debian: apt-get install npm)"
+    result = subprocess.run(["npm", "install", "--prefix", str(PM2_DIR), PM2, "--no-audit", "--no-fund",
+                             "--loglevel=error"], capture_output=True, text=True, timeout=600)
+    return None if result.returncode == 0 and PM2_BIN.exists() else f"npm install {PM2} failed: {result.stderr[-1000:]}"
+
+
 # What makes a test slow: a real server on a socket, a subprocess, a real model or service.
 SLOW_FIXTURES = {"make_miner", "served_process", "served", "v10_python", "tiny_model", "redis_url", "installed",
-                 "two_workers", "live_miner", "fresh_home", "model_server", "openai_miner", "tiny_disk", "minilm"}
+                 "two_workers", "live_miner", "fresh_home", "model_server", "openai_miner", "tiny_disk", "minilm",
+                 "pm2"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
@@ -162,11 +180,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Install bittensor 10.5.0 before the tests run when one needs it: on a fresh machine that
-    takes a minute or more, which inside the first such test would count against its timeout."""
-    if not session.config.option.collectonly and any("v10_python" in getattr(item, "fixturenames", ())
-                                                     for item in session.items):
+    """Install bittensor 10.5.0 and pm2 before the tests run when one needs them: on a fresh machine
+    that takes a minute or more, which inside the first such test would count against its timeout."""
+    if session.config.option.collectonly:
+        return
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if "v10_python" in used:
         _install_v10()
+    if "pm2" in used:
+        _install_pm2()
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +199,14 @@ def v10_python() -> Path:
         require(not unreachable, f"PyPI is unreachable, so {BITTENSOR_V10} cannot be installed: {stderr[-300:]}")
         pytest.fail(f"installing {BITTENSOR_V10} failed:\n{stderr[-2000:]}")
     return V10_PYTHON
+
+
+@pytest.fixture(scope="session")
+def pm2() -> Path:
+    """pm2's command, installed once from npm into a cache."""
+    problem = _install_pm2()
+    require(problem is None, problem or "")
+    return PM2_BIN
 
 
 def require(available: bool, reason: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from dataclasses import dataclass, field
 
 from bittensor.balance import Balance
@@ -26,6 +27,8 @@ class ChainNeuron:
     validator_permit: bool = False
     axon: tuple[str, int] | None = None
     incentive: int = 0  # PerU16
+    trust: int = 0  # PerU16
+    last_update: int = 0  # block
 
 
 @dataclass
@@ -38,6 +41,8 @@ class FakeSubstrate:
     reachable: bool = True
     submitted: list = field(default_factory=list)  # (call, signer ss58, signature of encoded(call)) per extrinsic
     token_symbols: dict = field(default_factory=dict)
+    clock_skew: float = 0.0  # seconds the chain's newest block timestamp is ahead of this machine's clock
+    seconds_a_block: float = 12.0
 
     def balance(self, rao: int, netuid: int = 0) -> Balance:
         return Balance.from_rao(rao, netuid)
@@ -60,6 +65,14 @@ class FakeSubstrate:
         self._check()
         return "0x" + f"{block or self.block:064x}"
 
+    async def query(self, module, storage_function, params=None, block_hash=None):
+        self._check()
+        assert (module, storage_function) == ("Timestamp", "Now"), (module, storage_function)
+        return int((time.time() + self.clock_skew) * 1000)
+
+    async def block_time(self) -> float:
+        return self.seconds_a_block
+
     async def query_map(self, module, storage_function, params=None, block_hash=None):
         self._check()
         return []
@@ -77,6 +90,7 @@ class FakeSubstrate:
             "alpha_stake": [int(n.stake * RAO) for n in self.neurons], "tao_stake": [0 for _ in self.neurons],
             "total_stake": [int(n.stake * RAO) for n in self.neurons],
             "incentives": [n.incentive for n in self.neurons], "emission": [RAO for _ in self.neurons],
+            "trust": [n.trust for n in self.neurons], "last_update": [n.last_update for n in self.neurons],
             "axons": [{"ip": int(ipaddress.ip_address(n.axon[0])), "port": n.axon[1], "ip_type": 4} if n.axon else {}
                       for n in self.neurons],
         }

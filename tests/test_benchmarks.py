@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +29,7 @@ def test_the_app_benchmark_runs_every_variant_and_its_profile_at_a_tiny_size():
         assert row in result.stdout, result.stdout
 
 
+@pytest.mark.timeout(360)  # some twenty servers start and stop, each row by turns
 def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--requests", "40", "--reps", "1",
                              "--concurrency", "1,2", "--v10-python", str(v10_python), "--against", "HEAD"],
@@ -39,7 +42,11 @@ def test_the_serving_benchmark_runs_every_row_at_a_tiny_size(v10_python):
                 "validator under 20-caller flood, never sheds", "validator under forged claims, never sheds",
                 "validator under 20-caller flood, sheds (default)", "validator under forged claims, sheds (default)",
                 "validator, 600 held connections", "forged v10 1 MB", "stock v10 Axon c=2",
-                "miner CPU/request vs floor", "blacklisted vs served", "503s under 600 held connections"):
+                "miner CPU/request vs floor", "blacklisted vs served", "503s under 600 held connections",
+                "floor on h11 btauth/1 c=2", "vs the floor on h11", "miner state.store=memory v10 c=2",
+                "with state.store=memory",
+                "validator under strangers from 20 addresses, sheds (default)",
+                "validator under forged claims from 20 addresses, sheds (default)"):
         assert row in result.stdout, result.stdout
 
 
@@ -74,21 +81,23 @@ def test_rows_run_by_turns_and_a_ratio_is_the_median_of_the_turns_ratios():
 
 def test_the_model_benchmark_runs_at_a_tiny_size(tmp_path, tiny_model):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model.py"), "--hidden", "32", "--layers", "2",
-                             "--tokens", "4", "--requests", "2", "--threads", "1"],
+                             "--tokens", "4", "--requests", "2", "--threads", "1", "--concurrency", "1,2", "--turns", "1"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    for row in ("generate() by hand, whole answer", "through the miner, first chunk", "overhead of the miner"):
+    for row in ("generate() by hand, whole answer", "through the miner, first chunk", "overhead of the miner",
+                "c=2: whole answer"):
         assert row in result.stdout, result.stdout
 
 
 def test_the_openai_server_benchmark_runs_at_a_tiny_size(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "openai_server.py"), "--hidden", "32",
-                             "--layers", "2", "--tokens", "4", "--requests", "2"],
+                             "--layers", "2", "--tokens", "4", "--requests", "2", "--concurrency", "1,2",
+                             "--turns", "1", "--pace", "0.001"],
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    for row in ("server directly, whole answer", "through the miner, first chunk", "overhead of the miner",
-                "first chunk:"):
-        assert row in result.stdout, result.stdout
+    for server in ("transformers serve, random Llama 32 x 2", "paced OpenAI-compatible server"):
+        assert server in result.stdout, result.stdout
+    assert result.stdout.count("first chunk added by the miner") == 4, result.stdout  # 2 servers x 2 levels
 
 
 def test_the_kill_benchmark_runs_at_a_tiny_size(tmp_path):

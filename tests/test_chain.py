@@ -14,13 +14,14 @@ import threading
 from pathlib import Path
 
 import bittensor as bt
+import httpx
 import pytest
 
 from declarative_miner.config import compose
 from declarative_miner.errors import ConfigError
 from declarative_miner.miner import Miner
 
-from .conftest import run_cli, wait_until
+from .conftest import gauge, run_cli, wait_until
 from .fake_substrate import ChainNeuron, FakeSubstrate, encoded
 
 
@@ -234,3 +235,122 @@ def test_a_miner_slower_to_build_than_its_snapshot_bound_refreshes_before_servin
         age = miner.metagraph.age
     assert (first.status, first.completion) == (200, "first")
     assert age < 3
+
+
+def _ready(miner) -> tuple[int, list[str]]:
+    answer = httpx.get(f"http://127.0.0.1:{miner.port}/ready")
+    return answer.status_code, answer.json()["reasons"]
+
+
+def test_the_earnings_gauges_show_the_miners_standing_from_each_read(live_miner, chain, client_for, hotkeys):
+    chain.neurons[0].trust, chain.neurons[0].last_update = 32768, 990
+    with live_miner("network.sync_interval=0.1") as miner:
+        assert (gauge(miner, "miner_registered"), gauge(miner, "miner_uid")) == (1, 0)
+        assert gauge(miner, "miner_incentive") == pytest.approx(6553 / 65535)
+        assert gauge(miner, "miner_trust") == pytest.approx(32768 / 65535)
+        assert (gauge(miner, "miner_emission"), gauge(miner, "miner_last_update_block")) == (1.0, 990)
+        assert client_for(miner).prompt(["earning?"]).status == 200
+        assert client_for(miner, "stranger").prompt(["x"]).status == 403
+        validator = hotkeys["dev-validator"].ss58_address
+        assert gauge(miner, "miner_validator_requests_total", validator=validator, status="200") == 1
+        scraped = httpx.get(f"http://127.0.0.1:{miner.metrics_port}/metrics").text
+        assert hotkeys["stranger"].ss58_address not in scraped  # permit holders only: the label set is bounded
+        dashboard = (Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "miner.json").read_text()
+        for name in set(re.findall(r"\bminer_\w+", dashboard)) - {"miner_json"}:
+            assert re.search(rf"^{name}[{{ ]", scraped, re.M), f"the dashboard reads {name}, which the miner does not show"
+        chain.neurons[0].incentive = 65535
+        wait_until(lambda: gauge(miner, "miner_incentive") == 1.0)
+        chain.neurons.pop(0)  # deregistered
+        wait_until(lambda: gauge(miner, "miner_uid") == -1)
+        assert gauge(miner, "miner_registered") == 0
+
+
+@pytest.mark.parametrize("skew, said", [(-60, "ahead of the chain's newest block"),
+                                        (30, "behind the chain's newest block")])
+def test_a_skewed_clock_is_warned_and_shown_in_readiness(live_miner, chain, caplog, skew, said):
+    chain.clock_skew = skew
+    with caplog.at_level(logging.WARNING), live_miner() as miner:
+        status, reasons = _ready(miner)
+        assert status == 503 and any(said in reason for reason in reasons), reasons
+        assert gauge(miner, "miner_ready") == 0
+        assert gauge(miner, "miner_clock_lag_seconds") == pytest.approx(-skew, abs=2)
+        assert httpx.get(f"http://127.0.0.1:{miner.port}/health").status_code == 200  # alive all the same
+    assert "Not ready: this machine's clock is" in caplog.text
+
+
+def test_a_right_clock_and_a_fresh_metagraph_are_ready(live_miner):
+    with live_miner() as miner:
+        assert _ready(miner) == (200, [])
+        assert gauge(miner, "miner_ready") == 1
+
+
+def test_a_published_endpoint_that_no_longer_matches_is_warned_and_published_again(live_miner, chain, caplog):
+    chain.neurons[0].axon = ("198.51.100.1", 8091)
+    with caplog.at_level(logging.WARNING), live_miner("axon.external_port=9000", "network.sync_interval=0.1") as miner:
+        assert len(chain.submitted) == 1  # at start, as before
+        assert _ready(miner) == (200, [])  # what it published at start stands
+        caplog.clear()
+        chain.neurons[0].axon = ("198.51.100.1", 8091)  # someone else's doing, or the chain's
+        wait_until(lambda: len(chain.submitted) == 2)
+        assert _ready(miner) == (200, [])  # published: nothing for validators to miss
+    assert ("the chain publishes 198.51.100.1:8091 for this hotkey, not 203.0.113.7:9000: validators "
+            "query the chain's; publishing it again") in caplog.text
+    assert chain.neurons[0].axon == ("203.0.113.7", 9000)
+
+
+def _going_live_lines() -> list[list[str]]:
+    """The commands of README's "Going live" section, split as a shell would."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Going live", 1)[1].split("\n## ", 1)[0]
+    return [shlex.split(line.strip()) for line in section.splitlines() if line.startswith("    .venv/bin/")]
+
+
+def test_the_readmes_going_live_walkthrough_runs_up_to_what_needs_a_real_chain(home, tmp_path, hotkeys):
+    """Each btcli line takes its flags (bittensor 11's own btcli); the miner's lines validate and serve
+    as written against the fake chain, with a wallet made as the first btcli line makes it."""
+    lines = _going_live_lines()
+    btcli_lines = [words for words in lines if words[0].endswith("/btcli")]
+    miner_lines = [words[3:] for words in lines if words[:3] == [".venv/bin/python", "-m", "declarative_miner"]]
+    assert len(btcli_lines) == 4 and len(miner_lines) == 2, lines
+    for words in btcli_lines:
+        assert_btcli_takes(shlex.join(["btcli", *words[1:]]))
+    from declarative_miner.wallet import create_wallet
+
+    wallets = tmp_path / "wallets"
+    create_wallet("mycoldkey", "myhotkey", str(wallets))  # what `btcli wallet create` leaves on disk
+    me = bt.Wallet("mycoldkey", "myhotkey", path=str(wallets)).hotkey.ss58_address
+    chain = FakeSubstrate(netuid=1, neurons=[ChainNeuron(me, stake=1.0),
+                                             ChainNeuron(hotkeys["dev-validator"].ss58_address, stake=50_000,
+                                                         validator_permit=True)])
+    here = [f"home={home}", f"wallet.path={wallets}", "axon.port=0", "metrics.port=0", "axon.ip=127.0.0.1"]
+    public = "1.2.3.4"  # what `MY_IP=$(curl ...)` finds: a public address
+    validate, serve = ([word.replace("$MY_IP", public) for word in words] for words in miner_lines)
+    assert validate == [*serve, "mode=validate"]
+    subtensor = bt.Subtensor("test", substrate=chain)
+    try:
+        assert "wallet     mycoldkey/myhotkey" in Miner(compose([*validate, *here]), subtensor=subtensor).summary()
+        with Miner(compose([*serve, *here]), subtensor=subtensor) as miner:
+            ready = httpx.get(f"http://127.0.0.1:{miner.port}/ready").json()["reasons"]
+        # Only the model server (none here) keeps it from being ready: clock, endpoint and metagraph are right.
+        assert [reason.split(" (")[0] for reason in ready] == ["the model server at http://127.0.0.1:8000/v1 does not answer"]
+        [(call, signer, _)] = chain.submitted
+        assert (call.params["ip"], signer) == (int(ipaddress.ip_address(public)), me)
+    finally:
+        subtensor.close()
+        if subtensor._loop_thread is not None:
+            subtensor._loop_thread._loop.close()
+
+
+def test_a_chain_that_does_not_answer_at_start_exits_75_for_the_service_manager_to_retry(home, wallets_dir):
+    """A chain down at boot is no config problem: exit 75 (EX_TEMPFAIL), which the shipped service
+    files restart, not 2, which they do not (a bad config stays stopped)."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"ws://127.0.0.1:{closed.getsockname()[1]}"
+    result = run_cli(f"home={home}", f"network.name={nowhere}", "network.netuid=3", f"wallet.path={wallets_dir}",
+                     "wallet.name=dev-miner", "network.publish_axon=false", cwd=home, timeout=120)
+    assert result.returncode == 75, result.stderr[-2000:]
+    assert "cannot start now (the config may be right)" in result.stderr
+    assert f"network.name: cannot read netuid 3 from {nowhere}" in result.stderr

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -13,6 +17,8 @@ from declarative_miner.errors import ConfigError
 from declarative_miner.miner import Miner
 
 from .conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def problems(*overrides: str) -> list[str]:
@@ -89,7 +95,24 @@ def test_add_args_options_compose_the_same_tree_as_hydra_overrides():
     assert from_args.cache.ttl == 30 and from_args.network.netuid == 7
 
 
-def test_add_args_help_comes_from_the_schema_comments():
+def test_add_args_help_comes_from_the_schema_fields_even_without_source(tmp_path):
+    """An install may ship only bytecode: the help is the fields' metadata, not schema.py's text."""
+    package = tmp_path / "declarative_miner"
+    shutil.copytree(REPO / "declarative_miner", package, ignore=shutil.ignore_patterns("__pycache__"))
+    for shipped in ("conf", "recipes"):
+        shutil.copytree(REPO / shipped, package / shipped)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-b", str(package)], check=True)
+    for source in package.rglob("*.py"):
+        source.unlink()
+    shown = subprocess.run(
+        [sys.executable, "-c", "import argparse; from declarative_miner.miner import Miner; "
+         "p = argparse.ArgumentParser(); Miner.add_args(p); print(p.format_help())"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "seconds a prompt counts as recent; 0 disables the cache" in " ".join(shown.stdout.split())
+
+
+def test_add_args_help_comes_from_the_schema():
     parser = argparse.ArgumentParser()
     Miner.add_args(parser)
     text = parser.format_help()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import on_free_ports
+from .conftest import on_free_ports, run_cli, wait_until
 
 
 class Running:
@@ -161,12 +161,13 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exit
 
 
 def _tour_lines() -> list[tuple[tuple[str, ...], list[str], str]]:
-    """The README's client commands, in order: the overrides of the miner each one queries (the
-    miner command just before it in its code block; none: the default miner), the client's
-    arguments, and what the line's comment announces."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    """The client commands of README and the docs it sends operators to, in order: the overrides of
+    the miner each one queries (the miner command just before it in its code block; none: the
+    default miner), the client's arguments, and what the line's comment announces."""
+    root = Path(__file__).parents[1]
+    pages = [root / "README.md", root / "docs" / "configuration.md", root / "docs" / "serving.md"]
     lines, server = [], ()
-    for line in readme.splitlines():
+    for line in "\n\n".join(page.read_text() for page in pages).splitlines():
         if line.strip() and not line.startswith("    "):
             server = ()  # a code block ends
         command, _, comment = line.strip().partition("#")
@@ -201,3 +202,57 @@ def test_the_readme_tour_runs_top_to_bottom_on_a_fresh_home_with_no_409_it_does_
             assert "None" not in result.stdout + result.stderr
         if comment.startswith("prints: "):
             assert result.stdout == comment.removeprefix("prints: ") + "\n"
+
+
+def test_run_folders_are_pruned_to_keep_runs_and_the_log_is_written_once(fresh_home):
+    env, cwd = fresh_home
+    runs = Path(env["DECLARATIVE_MINER_HOME"]) / "runs"
+    for minute in range(5):  # five earlier starts
+        (runs / "2026-01-01" / f"00-0{minute}-00" / ".hydra").mkdir(parents=True)
+    result = run_cli("mode=validate", "keep_runs=2", cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr
+    kept = sorted(str(folder.relative_to(runs)) for folder in runs.glob("*/*"))
+    assert len(kept) == 2 and kept[0] == "2026-01-01/00-04-00", kept  # the newest earlier one, and this one
+    assert not list(runs.rglob("*.log"))  # the log goes to stdout alone: a service manager keeps it
+
+
+def test_a_run_directory_of_the_operators_own_is_never_pruned(fresh_home):
+    env, cwd = fresh_home
+    mine = cwd / "mine"
+    for name in ("a/b", "c/d", "e/f"):
+        (mine / name).mkdir(parents=True)
+    result = run_cli("mode=validate", "keep_runs=1", f"hydra.run.dir={mine}/x/run", cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr
+    assert {"a", "c", "e", "x"} <= {folder.name for folder in mine.iterdir()}
+
+
+def test_the_service_log_has_no_per_call_library_lines_unless_asked(fresh_home):
+    """The openai recipe's HTTP client logs each call at INFO (httpx: "HTTP Request: GET ..."): at the
+    default level only the miner's own lines reach the log; log_level=DEBUG shows them."""
+    env, cwd = fresh_home
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    server = subprocess.Popen([sys.executable, str(root / "benchmarks" / "paced_openai.py"), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/v1/models"],
+                                          capture_output=True).returncode == 0)
+        seen = {}
+        for level in ("INFO", "DEBUG"):
+            miner = Running("+recipe=openai", f"prompt.base_url=http://127.0.0.1:{port}/v1", "prompt.model=paced",
+                            f"log_level={level}", env=env, cwd=cwd)
+            try:
+                miner.wait_for(r"Serving .* on http://")
+            finally:
+                miner.stop()
+            seen[level] = "".join(miner.seen)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "The model server at" in seen["INFO"] and "serves paced" in seen["INFO"]  # it answered
+    assert "HTTP Request: GET" not in seen["INFO"], seen["INFO"][-2000:]
+    assert "HTTP Request: GET" in seen["DEBUG"], seen["DEBUG"][-2000:]

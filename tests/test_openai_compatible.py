@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import import_required, run_cli, wait_until
+from tests.conftest import gauge, import_required, run_cli, wait_until
 
 import_required("openai", "the openai recipe needs: pip install -e '.[openai]'")
 
@@ -67,6 +67,8 @@ def test_the_openai_recipe_serves_the_model_server_streamed_or_not(openai_miner,
         streamed = client.stream(["hello world"])
         v10 = client.stream(["hello world"], wire_format="v10")
         usage = miner.usage.totals()
+        ready = httpx.get(f"http://127.0.0.1:{miner.port}/ready")
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "reasons": []})
     assert plain.status == streamed.status == v10.status == 200
     assert plain.completion == streamed.completion == v10.completion != ""  # greedy: deterministic
     assert len(streamed.chunks) > 1
@@ -91,6 +93,12 @@ def test_a_server_that_is_down_gets_503_with_a_reason_and_the_miner_keeps_servin
         client = client_for(miner)
         plain, streamed = client.prompt(["anyone there?"]), client.stream(["anyone there?"])
         health = httpx.get(f"http://127.0.0.1:{miner.port}/health")
+        ready = httpx.get(f"http://127.0.0.1:{miner.port}/ready")
+        ready_gauge = gauge(miner, "miner_ready")
+    # Alive, and not ready, saying why: the background probe found the model server down.
+    assert (ready.status_code, ready.json()["status"], ready_gauge) == (503, "not ready", 0)
+    assert [reason.split(" (")[0] for reason in ready.json()["reasons"]] == [
+        f"the model server at {down} does not answer"]
     for reply in (plain, streamed):
         assert (reply.status, reply.error) == (503, "unavailable")
         assert f"the model server at {down} is unreachable" in reply.reason

@@ -65,7 +65,7 @@ def test_the_ping_is_answered_to_any_signed_caller_and_refused_unsigned(make_min
     assert (signed.status_code, signed.json()) == (200, {})
     assert unsigned.status_code == 401
     assert (unknown.status_code, unknown.json()["reason"]) == (
-        404, "no route POST /Dummy; try POST /Prompting, POST /StreamPrompting, POST /Synapse or GET /health")
+        404, "no route POST /Dummy; try POST /Prompting, POST /StreamPrompting, POST /Synapse, GET /health or GET /ready")
 
 
 @pytest.mark.parametrize("override, message", [

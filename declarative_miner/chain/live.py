@@ -32,6 +32,7 @@ class LiveChain:
         self.network, self.netuid, self.hotkey, self._given = network, netuid, hotkey, subtensor
         self._opened: Optional[tuple[int, bt.Subtensor]] = None
         self.raw: Optional[bt.Metagraph] = None  # the newest bittensor metagraph, for its extra columns
+        self._published_at: Optional[int] = None  # block of the read this process last published after
 
     @property
     def subtensor(self) -> bt.Subtensor:
@@ -71,6 +72,37 @@ class LiveChain:
         """This miner's bittensor `MetagraphNeuron` in the newest read, or None."""
         return self.raw.by_hotkey(self.hotkey) if self.raw is not None else None
 
+    def standing(self) -> Optional[dict]:
+        """This miner's uid, incentive, emission, trust and last update in the newest read, or None."""
+        mine = self.neuron()
+        if mine is None:
+            return None
+        return {"uid": mine.uid, "incentive": mine.incentive, "emission": _amount(mine.emission),
+                "trust": mine.trust, "last_update": mine.last_update}
+
+    def clock(self) -> tuple[float, float]:
+        """(the newest block's timestamp, seconds a block) as the chain says them (blocking)."""
+        return self.subtensor.timestamp().timestamp(), self.subtensor.block_time()
+
+    def endpoint_problem(self, ip: str, port: int) -> Optional[str]:
+        """Why validators would not reach `ip:port` from what the chain publishes for this hotkey, or None."""
+        mine = self.neuron()
+        wanted = f"[{ip}]:{port}" if ipaddress.ip_address(ip).version == 6 else f"{ip}:{port}"
+        if mine is None or mine.axon == wanted:
+            return None
+        return f"the chain publishes {mine.axon or 'no address'} for this hotkey, not {wanted}: validators query the chain's"
+
+    def keep_published(self, wallet: bt.Wallet, ip: str, port: int) -> None:
+        """Publish `ip:port` again, with a warning, when the newest read shows another address for this
+        hotkey and nothing was published since that read (the next read shows what was). A readiness
+        check: what this process published stands until a read says otherwise; a failed publish raises."""
+        problem = self.endpoint_problem(ip, port)
+        if problem is None or self.raw is None or self._published_at == self.raw.block:
+            return None
+        log.warning("%s; publishing it again", problem)
+        self.publish(wallet, ip, port)
+        return None
+
     def require_registration(self, wallet_name: str, wallet_hotkey: str, wallet_path: str) -> None:
         """Raise a `ConfigError` with the way to register when this hotkey is not on the subnet."""
         if self.neuron() is None:
@@ -91,5 +123,6 @@ class LiveChain:
         result = self.subtensor.execute(bt.ServeAxon(netuid=self.netuid, ip=ip, port=port), wallet)
         if not result.success:
             raise RuntimeError(f"ServeAxon({wanted}) failed: {result.message or result.error}")
+        self._published_at = self.raw.block if self.raw is not None else None
         log.info("Published %s on netuid %d (was %s)", wanted, self.netuid, mine.axon if mine else None)
         return True

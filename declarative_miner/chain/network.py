@@ -45,8 +45,10 @@ def connect(s: MinerConfig, hotkey: str, subtensor: Any, stand_in: bool) -> tupl
         sync = MetagraphSync(chain.load, network.sync_interval)
     except Exception as exc:
         chain.close()
+        # A subnet that does not exist is the config's doing; a chain that does not answer may answer later.
         raise ConfigError([ConfigProblem("network.name", f"cannot read netuid {network.subnet} from "
                                          f"{network.name} (got {type(exc).__name__}: {exc}; expected a "
-                                         "reachable network where the subnet exists)")]) from None
+                                         "reachable network where the subnet exists)",
+                                         transient=not isinstance(exc, LookupError))]) from None
     chain.require_registration(s.wallet.name, s.wallet.hotkey, s.wallet.path)
     return sync, chain

@@ -68,20 +68,26 @@ class OpenAICompatible:
     def __repr__(self) -> str:
         return f"OpenAICompatible({self.model!r} at {self.base_url})"
 
-    def _probe(self) -> None:
-        """Say at start-up whether the server answers and serves `model`; never fatal, since the
-        server may well start after the miner."""
+    def probe(self) -> Optional[str]:
+        """Why the model server cannot answer now (unreachable, or not serving `model`), or None.
+        Blocking: the miner runs it in the background for `GET /ready`, never on a request."""
         try:
             answer = httpx.get(f"{self.base_url}/models", timeout=PROBE_TIMEOUT,
                                headers={"authorization": f"Bearer {self.api_key}"})
             answer.raise_for_status()
             served = [entry.get("id") for entry in answer.json().get("data", [])]
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            log.warning("The model server at %s does not answer yet (%s): requests get 503 until it does",
-                        self.base_url, exc)
-            return
+            return f"the model server at {self.base_url} does not answer ({type(exc).__name__}: {exc})"
         if self.model not in served:
-            log.warning("The model server at %s lists %s, not %r", self.base_url, served, self.model)
+            return f"the model server at {self.base_url} lists {served}, not {self.model!r}"
+        return None
+
+    def _probe(self) -> None:
+        """Say at start-up whether the server answers and serves `model`; never fatal, since the
+        server may well start after the miner."""
+        problem = self.probe()
+        if problem:
+            log.warning("%s: requests get 503 until it does (GET /ready says so meanwhile)", problem)
         else:
             log.info("The model server at %s serves %s", self.base_url, self.model)
 

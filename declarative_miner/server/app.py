@@ -1,7 +1,9 @@
 """The miner's ASGI app: each request passes the cheapest checks first and is answered as JSON.
 
-Routes: each declared request type (`POST /<name>`), v10's ping (`POST /Synapse`), and `GET /health`
-(alive: cheap, unsigned, counted against its address as a refusal is, so it cannot be flooded free).
+Routes: each declared request type (`POST /<name>`), v10's ping (`POST /Synapse`), `GET /health`
+(alive) and `GET /ready` (200, or 503 with the reasons from the background checks of
+runtime/readiness.py): both cheap, unsigned, and counted against their address as a refusal is, so
+they cannot be flooded free.
 Everything is decided here, so any ASGI server can run it (`uvicorn.run(Miner().asgi_app())` verifies,
 refuses and answers); the socket-level bounds of connections.py come with the miner's own serving.
 """
@@ -25,8 +27,8 @@ from .shedding import Shedding
 
 log = logging.getLogger(__name__)
 
-HEALTH_ROUTE = "/health"
-_KNOWN = (PING_ROUTE, HEALTH_ROUTE)
+HEALTH_ROUTE, READY_ROUTE = "/health", "/ready"
+_KNOWN = (PING_ROUTE, HEALTH_ROUTE, READY_ROUTE)
 
 
 class MinerApp:
@@ -37,6 +39,8 @@ class MinerApp:
         addresses: who a request comes from (the peer, or what a trusted proxy says).
         shedding: refusals of strangers' requests, counted by address, shed past the limit.
         health: what `GET /health` answers.
+        ready: why the miner is not ready (none: ready), as `GET /ready` answers it.
+        validator: whether a verified caller holds a validator permit (its requests are counted by hotkey).
         max_header_bytes: the request line and headers may take at most this (431 beyond it).
         metrics, requests: counted and logged for each request.
         connections: the miner's own server's connection guards, told when a response ends (None:
@@ -47,11 +51,13 @@ class MinerApp:
 
     def __init__(self, *, pipeline: Pipeline, addresses: Addresses, shedding: Shedding,
                  health: Callable[[], dict], metrics: Metrics, requests: RequestLog, max_header_bytes: int,
+                 ready: Callable[[], list[str]] = list, validator: Callable[[str], bool] = lambda hotkey: False,
                  connections: Optional[Connections] = None, sign_reply: Optional[Callable[..., dict]] = None,
                  on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
                  on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()):
         self.pipeline, self.addresses, self.shedding = pipeline, addresses, shedding
         self.health, self.metrics, self.requests = health, metrics, requests
+        self.ready, self.validator = ready, validator
         self.max_header_bytes = max_header_bytes
         self.connections, self.sign_reply = connections, sign_reply
         self.on_startup, self.on_shutdown = list(on_startup), list(on_shutdown)
@@ -78,15 +84,22 @@ class MinerApp:
         self.metrics.inflight.inc()
         try:
             self._check_head(scope)
+            status = 200
             if method == "POST" and self.pipeline.serves(path):
                 answer = await self.pipeline.handle(ex, send)
-            elif path == HEALTH_ROUTE and method in ("GET", "HEAD"):
+            elif path in (HEALTH_ROUTE, READY_ROUTE) and method in ("GET", "HEAD"):
                 self.shedding.refused(ex.caller.key)  # free to anyone, so counted as a refusal is
-                answer = self.health(), {}
+                if path == HEALTH_ROUTE:
+                    answer = self.health(), {}
+                else:
+                    reasons = self.ready()
+                    status = 503 if reasons else 200
+                    answer = {"status": "not ready" if reasons else "ready", "reasons": reasons}, {}
             else:
                 routes = ", ".join(f"POST {route}" for route in self.pipeline.routes)
-                raise NotFound(f"no route {method} {path}; try {routes}, POST {PING_ROUTE} or GET {HEALTH_ROUTE}")
-            status, (payload, extra) = 200, answer if answer is not None else (None, None)
+                raise NotFound(f"no route {method} {path}; try {routes}, POST {PING_ROUTE}, GET {HEALTH_ROUTE} "
+                               f"or GET {READY_ROUTE}")
+            payload, extra = answer if answer is not None else (None, None)
         except ClientGone as exc:
             status, payload = exc.status, None  # nobody to answer, or nobody reading
             await self._drop(scope)
@@ -105,6 +118,8 @@ class MinerApp:
         seconds = time.perf_counter() - ex.started
         wire = ex.wire.name if ex.wire.claims(ex.headers) else "none"
         self.metrics.observe(wire, route, status, seconds)
+        if ex.known and ex.signer and self.validator(ex.signer):
+            self.metrics.validator_requests.labels(ex.signer, str(status)).inc()
         self.requests.answered(signer=ex.signer if ex.known else None, address=ex.caller.address, wire=wire, method=method,
                                route=route, status=status, seconds=seconds)
 

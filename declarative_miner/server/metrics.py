@@ -46,6 +46,29 @@ class Metrics:
         self.metagraph_time = Gauge("miner_metagraph_timestamp_seconds", "When the metagraph in use was read "
                                     "(seconds since the epoch)", registry=r, multiprocess_mode="max")
 
+        self.validator_requests = Counter("miner_validator_requests", "Requests of each validator (a permit "
+                                          "holder), by hotkey and HTTP status", ["validator", "status"], registry=r)
+        self.ready = Gauge("miner_ready", "1 while every readiness check passes (GET /ready)", registry=r,
+                           multiprocess_mode="min")
+        self.clock_lag = Gauge("miner_clock_lag_seconds", "This clock minus the chain's newest block timestamp "
+                                  "(0 to a block's time when both are right)", registry=r, multiprocess_mode="max")
+        # This miner's standing on its subnet, from each metagraph read: is it earning?
+        self.standing = {name: Gauge(f"miner_{name}", text, registry=r, multiprocess_mode="max") for name, text in (
+            ("registered", "1 while this hotkey is registered on the subnet"),
+            ("uid", "This miner's uid (-1: not registered)"),
+            ("incentive", "This miner's incentive (0 to 1)"),
+            ("emission", "This miner's emission at the last read, in the subnet's token"),
+            ("trust", "This miner's trust (0 to 1)"),
+            ("last_update_block", "Block of this miner's last update on chain"))}
+
+    def stand(self, uid: Optional[int], **values: float) -> None:
+        """Set the standing gauges from a metagraph read: `uid` None when not registered."""
+        self.standing["registered"].set(uid is not None)
+        self.standing["uid"].set(-1 if uid is None else uid)
+        names = {"last_update": "last_update_block"}
+        for name, value in values.items():
+            self.standing[names.get(name, name)].set(value)
+
     def observe(self, wire_format: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
         self.requests.labels(wire_format, route, str(status)).inc()
