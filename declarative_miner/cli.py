@@ -133,7 +133,7 @@ CHATTY_LOGGERS = ("httpx", "httpcore", "urllib3", "websockets", "bittensor")
 def _quiet(cfg: DictConfig) -> None:
     """`log_level` for the miner; the libraries' per-call lines and progress bars only at DEBUG (a
     service's log holds what an operator reads). An evaluation keeps its progress bars."""
-    level = cfg.log_level.value if hasattr(cfg.log_level, "value") else str(cfg.log_level)
+    level = cfg.log_level.value
     logging.getLogger().setLevel(level)
     if level != "DEBUG":
         for name in CHATTY_LOGGERS:

@@ -16,6 +16,11 @@ from .metagraph import Metagraph, Neuron
 log = logging.getLogger(__name__)
 
 
+def _endpoint(ip: str, port: int) -> str:
+    """`ip:port` as the chain's metagraph writes an axon (IPv6 in brackets)."""
+    return f"[{ip}]:{port}" if ipaddress.ip_address(ip).version == 6 else f"{ip}:{port}"
+
+
 def _amount(balance: Any) -> float:
     """A bittensor `Balance` as a float in its own unit (alpha or TAO), 0 when absent."""
     return balance.rao / 1e9 if balance is not None else 0.0
@@ -86,8 +91,7 @@ class LiveChain:
 
     def endpoint_problem(self, ip: str, port: int) -> Optional[str]:
         """Why validators would not reach `ip:port` from what the chain publishes for this hotkey, or None."""
-        mine = self.neuron()
-        wanted = f"[{ip}]:{port}" if ipaddress.ip_address(ip).version == 6 else f"{ip}:{port}"
+        mine, wanted = self.neuron(), _endpoint(ip, port)
         if mine is None or mine.axon == wanted:
             return None
         return f"the chain publishes {mine.axon or 'no address'} for this hotkey, not {wanted}: validators query the chain's"
@@ -116,7 +120,7 @@ class LiveChain:
         """Put `ip:port` on chain with `ServeAxon`, signed by the hotkey, unless it is there
         already (the chain rate-limits serving). Returns True when an extrinsic was sent."""
         mine = self.neuron()
-        wanted = f"[{ip}]:{port}" if ipaddress.ip_address(ip).version == 6 else f"{ip}:{port}"
+        wanted = _endpoint(ip, port)
         if mine is not None and mine.axon == wanted:
             log.info("The chain already lists %s for this hotkey: nothing to publish", wanted)
             return False

@@ -88,13 +88,14 @@ class MinerApp:
             if method == "POST" and self.pipeline.serves(path):
                 answer = await self.pipeline.handle(ex, send)
             elif path in (HEALTH_ROUTE, READY_ROUTE) and method in ("GET", "HEAD"):
-                self.shedding.refused(ex.caller.key)  # free to anyone, so counted as a refusal is
                 if path == HEALTH_ROUTE:
                     answer = self.health(), {}
                 else:
                     reasons = self.ready()
                     status = 503 if reasons else 200
                     answer = {"status": "not ready" if reasons else "ready", "reasons": reasons}, {}
+                if status < 400:  # free to anyone, so counted as a refusal is (a 503 is counted below)
+                    self.shedding.refused(ex.caller.key)
             else:
                 routes = ", ".join(f"POST {route}" for route in self.pipeline.routes)
                 raise NotFound(f"no route {method} {path}; try {routes}, POST {PING_ROUTE}, GET {HEALTH_ROUTE} "

@@ -53,21 +53,21 @@ class Metrics:
         self.clock_lag = Gauge("miner_clock_lag_seconds", "This clock minus the chain's newest block timestamp "
                                   "(0 to a block's time when both are right)", registry=r, multiprocess_mode="max")
         # This miner's standing on its subnet, from each metagraph read: is it earning?
-        self.standing = {name: Gauge(f"miner_{name}", text, registry=r, multiprocess_mode="max") for name, text in (
-            ("registered", "1 while this hotkey is registered on the subnet"),
-            ("uid", "This miner's uid (-1: not registered)"),
-            ("incentive", "This miner's incentive (0 to 1)"),
-            ("emission", "This miner's emission at the last read, in the subnet's token"),
-            ("trust", "This miner's trust (0 to 1)"),
-            ("last_update_block", "Block of this miner's last update on chain"))}
+        # Keyed as chain/live.py's `standing()` names them.
+        self.standing = {key: Gauge(name, text, registry=r, multiprocess_mode="max") for key, name, text in (
+            ("registered", "miner_registered", "1 while this hotkey is registered on the subnet"),
+            ("uid", "miner_uid", "This miner's uid (-1: not registered)"),
+            ("incentive", "miner_incentive", "This miner's incentive (0 to 1)"),
+            ("emission", "miner_emission", "This miner's emission at the last read, in the subnet's token"),
+            ("trust", "miner_trust", "This miner's trust (0 to 1)"),
+            ("last_update", "miner_last_update_block", "Block of this miner's last update on chain"))}
 
     def stand(self, uid: Optional[int], **values: float) -> None:
         """Set the standing gauges from a metagraph read: `uid` None when not registered."""
         self.standing["registered"].set(uid is not None)
         self.standing["uid"].set(-1 if uid is None else uid)
-        names = {"last_update": "last_update_block"}
-        for name, value in values.items():
-            self.standing[names.get(name, name)].set(value)
+        for key, value in values.items():
+            self.standing[key].set(value)
 
     def observe(self, wire_format: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
